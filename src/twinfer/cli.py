@@ -1,0 +1,181 @@
+"""The `twinfer` command: serve, infer, models, token.
+
+Flag names are a contract (DESIGN §7): extend them, never rename them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twinfer import __version__
+from twinfer.errors import ConfigError, TwinferError
+
+DEFAULT_SERVER = "127.0.0.1:9000"
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the inference server")
+    p.add_argument("--model-repository", type=Path, help="directory of models (<model>/<version>/model.onnx)")
+    p.add_argument("--config", type=Path, help="YAML settings file")
+    p.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--tcp-port", type=int, help="game protocol port (default 9000; 0 = any free port; -1 = off)")
+    p.add_argument("--udp-port", type=int, help="stream port (default 9001)")
+    p.add_argument("--http-port", type=int, help="KServe HTTP port (default 8000)")
+    p.add_argument("--grpc-port", type=int, help="KServe gRPC port (default 8001)")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--ports-file", type=Path, help="write the bound ports as JSON here once listening")
+    p.add_argument("--log-format", choices=["text", "json"])
+    p.add_argument("--log-level", choices=["debug", "info", "warn", "error"])
+    p.add_argument("--insecure-dev", action="store_true", default=None,
+                   help="no token secret: anyone may connect (local development only)")
+    p.add_argument("--token-secret", help="HMAC secret for login tokens (prefer TWINFER_AUTH__TOKEN_SECRET)")
+    p.add_argument("--repository-poll", type=float, dest="repository_poll_s",
+                   help="seconds between repository scans for hot reload (0 = off)")
+
+
+def _add_client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=DEFAULT_SERVER, help=f"HOST:PORT of the game protocol (default {DEFAULT_SERVER})")
+    p.add_argument("--token", help="login token (see `twinfer token`)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a reply")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twinfer", description="Real-time AI inference server on Twisted.")
+    parser.add_argument("--version", action="version", version=f"twinfer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+
+    p = sub.add_parser("infer", help="run one inference against a server")
+    p.add_argument("model")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy|JSON",
+                   help="an input tensor: a .npy file or a JSON array (repeatable)")
+    p.add_argument("--version", dest="model_version", help="model version (default: newest)")
+    p.add_argument("--output", action="append", default=[], help="output to return (default: all)")
+    p.add_argument("--datatype", help="datatype for JSON inputs (default: from model metadata)")
+    p.add_argument("--save", type=Path, help="write outputs to this .npz file as well")
+    _add_client_args(p)
+
+    p = sub.add_parser("models", help="list the models a server serves")
+    _add_client_args(p)
+
+    p = sub.add_parser("token", help="mint a login token with the server's secret")
+    p.add_argument("user")
+    p.add_argument("--secret", help="token secret (default: TWINFER_AUTH__TOKEN_SECRET)")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (0 = never)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"serve": cmd_serve, "infer": cmd_infer, "models": cmd_models, "token": cmd_token}[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"twinfer: {exc}", file=sys.stderr)
+        return 2
+    except TwinferError as exc:
+        print(f"twinfer: {type(exc).__name__}: {exc.message}", file=sys.stderr)
+        return 1
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        print(f"twinfer: cannot reach the server: {exc}", file=sys.stderr)
+        return 1
+
+
+# --- serve ------------------------------------------------------------------------------------------------------
+
+SERVE_OVERRIDES = (
+    "model_repository", "host", "tcp_port", "udp_port", "http_port", "grpc_port", "workers", "ports_file",
+    "log_format", "log_level", "insecure_dev", "repository_poll_s",
+)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from twinfer.config import load_settings
+    from twinfer.server.run import run_server
+
+    overrides: dict[str, Any] = {key: getattr(args, key) for key in SERVE_OVERRIDES}
+    overrides["auth.token_secret"] = args.token_secret
+    settings = load_settings(args.config, cli_overrides=overrides)
+    return run_server(settings)
+
+
+# --- client commands ----------------------------------------------------------------------------------------------
+
+def _connect(args: argparse.Namespace):
+    from twinfer.client import Client
+
+    host, _, port = args.server.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--server {args.server!r}: expected HOST:PORT")
+    return Client(host, int(port), token=args.token, timeout=args.timeout, client_name="twinfer-cli")
+
+
+def _parse_input(spec: str, datatype: str | None) -> tuple[str, np.ndarray]:
+    from twinfer.inference.datatypes import to_numpy_dtype
+
+    name, sep, value = spec.partition("=")
+    if not sep or not name:
+        raise ConfigError(f"--input {spec!r}: expected NAME=FILE.npy or NAME=<JSON array>")
+    if value.endswith(".npy"):
+        return name, np.load(value, allow_pickle=False)
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--input {name}: not a .npy path and not JSON ({exc})") from None
+    return name, np.asarray(data, dtype=to_numpy_dtype(datatype) if datatype else None)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from twinfer.inference.datatypes import to_numpy_dtype
+
+    with _connect(args) as client:
+        meta = client.model_metadata(args.model, args.model_version)
+        declared = {t.name: t.datatype for t in meta.inputs}
+        inputs = {}
+        for spec in args.input:
+            name, array = _parse_input(spec, args.datatype)
+            if name in declared and not args.datatype and not spec.endswith(".npy"):
+                array = array.astype(to_numpy_dtype(declared[name]))
+            inputs[name] = array
+        started = time.perf_counter()
+        outputs = client.infer(args.model, inputs, version=args.model_version, outputs=args.output or None)
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+    labels = {t.name: list(t.labels) for t in meta.outputs}
+    result = {}
+    for name, array in outputs.items():
+        entry: dict[str, Any] = {"datatype": str(array.dtype), "shape": list(array.shape), "data": array.tolist()}
+        if labels.get(name):
+            entry["labels"] = labels[name]
+        result[name] = entry
+    print(json.dumps({"model": args.model, "latency_ms": round(elapsed_ms, 3), "outputs": result}))
+    if args.save:
+        np.savez(args.save, **outputs)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        for model in client.models():
+            versions = ",".join(model.versions) or "-"
+            print(f"{model.name}\t{model.state}\tversions={versions}\t{model.reason}".rstrip())
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    import os
+
+    from twinfer.server.tokens import TokenAuthority
+
+    secret = args.secret or os.environ.get("TWINFER_AUTH__TOKEN_SECRET", "")
+    if not secret:
+        raise ConfigError("token: no secret (pass --secret or set TWINFER_AUTH__TOKEN_SECRET)")
+    expires = int(time.time()) + args.ttl if args.ttl else 0
+    print(TokenAuthority(secret).issue(args.user, expires))
+    return 0

@@ -1,0 +1,76 @@
+"""The one error hierarchy of twinfer.
+
+Every failure a client can cause or observe is one of these types. Front-ends never invent their own errors: each
+transport maps these classes to its wire codes in one table (`twinfer.protocol.error_codes` for the game protocol,
+the HTTP and gRPC front-ends have theirs), so a wrong shape is the same error over TCP, UDP, HTTP and gRPC.
+"""
+
+from __future__ import annotations
+
+
+class TwinferError(Exception):
+    """Base of every error a client may see. `message` is safe to send over the wire."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(TwinferError):
+    """The request does not match the model's signature (names, datatype, shape, batch size)."""
+
+
+class ModelNotFound(TwinferError):
+    """No such model, or no such version of it."""
+
+
+class ModelNotReady(TwinferError):
+    """The model is known but has no version ready to serve."""
+
+
+class Overloaded(TwinferError):
+    """A queue or an in-flight limit is full; the client should back off and retry."""
+
+
+class RequestTimeout(TwinferError):
+    """The request waited longer than its timeout before it could run."""
+
+
+class InferenceFailed(TwinferError):
+    """The backend raised while running the model."""
+
+
+class Unauthenticated(TwinferError):
+    """A missing, malformed, forged or expired token."""
+
+
+class Unavailable(TwinferError):
+    """The server is shutting down or the model is being unloaded."""
+
+
+class ProtocolError(TwinferError):
+    """A frame or message that breaks the wire protocol."""
+
+
+class InvalidFrame(ProtocolError):
+    """A header the server cannot accept (unknown flags)."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A declared body length above the configured maximum."""
+
+
+class MalformedMessage(ProtocolError):
+    """A body that does not parse as the expected protobuf message."""
+
+
+class UnknownMessage(ProtocolError):
+    """A message type the server has no command for."""
+
+
+class ConfigError(Exception):
+    """A bad setting or model configuration; the message names the key and is meant for one log line."""
+
+
+class ModelLoadError(Exception):
+    """A model version could not be loaded or failed its warm-up."""

@@ -1,0 +1,215 @@
+"""The dynamic batcher: queues a model version's requests and merges them into batches for its instances.
+
+It lives on the reactor thread and only schedules: batches run through `execute`, which hands them to the
+version's instance threads. With `max_queue_delay_us == 0` a batch leaves as soon as an instance is idle, so under
+light load a request runs alone with no added delay, and under heavy load requests that queued while every instance
+was busy leave together. A positive delay holds a partial batch up to that long hoping to fill a preferred size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from twinfer.errors import InferenceFailed, Overloaded, RequestTimeout, TwinferError, Unavailable
+from twinfer.inference.model_config import ModelConfig
+from twinfer.inference.statistics import ModelStatistics
+
+Outputs = dict[str, np.ndarray]
+# Runs one batch off the reactor; fires with (outputs, compute time in ns).
+Executor = Callable[[dict[str, np.ndarray], list[str]], "Deferred[tuple[Outputs, int]]"]
+
+
+class _Pending:
+    __slots__ = ("inputs", "outputs", "rows", "key", "deferred", "enqueued_at", "timeout_call")
+
+    def __init__(self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int, key: Any, now: float) -> None:
+        self.inputs = inputs
+        self.outputs = outputs
+        self.rows = rows
+        self.key = key
+        self.deferred: Deferred[Outputs] = Deferred()
+        self.enqueued_at = now
+        self.timeout_call: IDelayedCall | None = None
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        config: ModelConfig,
+        execute: Executor,
+        stats: ModelStatistics,
+    ) -> None:
+        self._clock = clock
+        self._execute = execute
+        self._stats = stats
+        self._instances = config.instance_count
+        policy = config.dynamic_batching
+        self._batching = config.batching and policy is not None
+        self._max_rows = config.max_batch_size if self._batching else 0
+        self._delay_s = (policy.max_queue_delay_us / 1e6) if policy else 0.0
+        self._target_rows = max(policy.preferred_batch_sizes, default=self._max_rows) if policy else 0
+        self._max_queue = policy.max_queue_size if policy else 1024
+        self._default_timeout_s = (policy.default_timeout_ms / 1e3) if policy and policy.default_timeout_ms else None
+        self._queue: deque[_Pending] = deque()
+        self._busy = 0
+        self._delay_call: IDelayedCall | None = None
+        self._closed = False
+        self._drain_waiters: list[Deferred[None]] = []
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def submit(self, inputs: dict[str, np.ndarray], outputs: list[str], timeout_s: float | None = None) -> Deferred[Outputs]:
+        """Queue one request (already validated); the Deferred fires with its outputs or a TwinferError."""
+        if self._closed:
+            raise Unavailable("model version is unloading")
+        if len(self._queue) >= self._max_queue:
+            raise Overloaded(f"queue full ({self._max_queue} requests waiting); retry later")
+        first = next(iter(inputs.values()))
+        if self._batching:
+            rows = first.shape[0]
+            key = tuple((name, a.shape[1:]) for name, a in inputs.items())
+        else:
+            rows, key = 1, None
+        item = _Pending(inputs, outputs, rows, key, self._clock.seconds())
+        timeout_s = timeout_s if timeout_s is not None else self._default_timeout_s
+        if timeout_s:
+            item.timeout_call = self._clock.callLater(timeout_s, self._expire, item, timeout_s)
+        self._queue.append(item)
+        self._stats.in_flight += 1
+        self._schedule()
+        return item.deferred
+
+    def drained(self) -> Deferred[None]:
+        """Fires once nothing is queued or running; new submissions are refused from now on."""
+        self._closed = True
+        if not self._queue and not self._busy:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drain_waiters.append(d)
+        return d
+
+    # --- scheduling ---------------------------------------------------------------------------------------------
+
+    def _expire(self, item: _Pending, timeout_s: float) -> None:
+        item.timeout_call = None
+        try:
+            self._queue.remove(item)
+        except ValueError:
+            return  # already running
+        self._finish(item, Failure(RequestTimeout(f"request waited {timeout_s * 1e3:.0f} ms in the queue")), ok=False)
+        self._check_drained()
+
+    def _schedule(self) -> None:
+        while self._queue and self._busy < self._instances:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            self._run(batch)
+
+    def _take_batch(self) -> list[_Pending] | None:
+        """The next batch to run now, or None to wait for more requests (a timer is then set)."""
+        if not self._batching:
+            return [self._queue.popleft()]
+        head = self._queue[0]
+        chosen, rows = [], 0
+        for item in self._queue:
+            if item.key != head.key:
+                continue
+            if rows + item.rows > self._max_rows:
+                break
+            chosen.append(item)
+            rows += item.rows
+        if self._delay_s > 0 and rows < self._target_rows and not self._closed:
+            waited = self._clock.seconds() - head.enqueued_at
+            if waited < self._delay_s:
+                if self._delay_call is None:
+                    self._delay_call = self._clock.callLater(self._delay_s - waited, self._delay_elapsed)
+                return None
+        if len(chosen) == len(self._queue):
+            self._queue.clear()
+        else:
+            for item in chosen:
+                self._queue.remove(item)
+        return chosen
+
+    def _delay_elapsed(self) -> None:
+        self._delay_call = None
+        self._schedule()
+
+    def _run(self, batch: list[_Pending]) -> None:
+        if self._delay_call is not None and self._delay_call.active():
+            self._delay_call.cancel()
+        self._delay_call = None
+        now = self._clock.seconds()
+        outputs: list[str] = []
+        for item in batch:
+            if item.timeout_call is not None:
+                item.timeout_call.cancel()
+                item.timeout_call = None
+            self._stats.queue.add(int((now - item.enqueued_at) * 1e9))
+            outputs.extend(name for name in item.outputs if name not in outputs)
+        if len(batch) == 1:
+            inputs = batch[0].inputs
+        else:
+            inputs = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
+        self._busy += 1
+        d = self._execute(inputs, outputs)
+        d.addCallbacks(self._batch_done, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def _batch_done(self, result: tuple[Outputs, int], batch: list[_Pending]) -> None:
+        outputs, compute_ns = result
+        self._busy -= 1
+        self._stats.record_batch(sum(i.rows for i in batch), compute_ns, len(batch), int(time.time() * 1000))
+        if len(batch) == 1:
+            item = batch[0]
+            self._finish(item, {name: outputs[name] for name in item.outputs}, ok=True)
+        else:
+            start = 0
+            for item in batch:
+                end = start + item.rows
+                self._finish(item, {name: outputs[name][start:end] for name in item.outputs}, ok=True)
+                start = end
+        self._after_batch()
+
+    def _batch_failed(self, failure: Failure, batch: list[_Pending]) -> None:
+        self._busy -= 1
+        error = failure.value
+        if not isinstance(error, TwinferError):
+            failure = Failure(InferenceFailed(f"model execution failed: {error}"))
+        for item in batch:
+            self._finish(item, failure, ok=False)
+        self._after_batch()
+
+    def _after_batch(self) -> None:
+        self._schedule()
+        self._check_drained()
+
+    def _finish(self, item: _Pending, result: Outputs | Failure, ok: bool) -> None:
+        self._stats.in_flight -= 1
+        elapsed = int((self._clock.seconds() - item.enqueued_at) * 1e9)
+        (self._stats.success if ok else self._stats.failure).add(elapsed)
+        if ok:
+            item.deferred.callback(result)
+        else:
+            item.deferred.errback(result)
+
+    def _check_drained(self) -> None:
+        if self._drain_waiters and not self._queue and not self._busy:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for d in waiters:
+                d.callback(None)

@@ -1,0 +1,49 @@
+"""The inference facade: the one door every front-end uses to reach a model.
+
+TCP commands, UDP streams, HTTP and gRPC handlers all call `infer` with an InferenceRequest, so validation,
+batching, queue limits, timeouts and statistics behave the same whatever the transport. Runs on the reactor thread
+and returns Deferreds; the models themselves run on their instance threads.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, fail
+
+from twinfer.errors import TwinferError
+from twinfer.inference.model_config import ModelConfig
+from twinfer.inference.model_version import ModelVersion
+from twinfer.inference.repository import ModelRepository, ServedModel
+from twinfer.inference.types import InferenceRequest, InferenceResult
+from twinfer.inference.validation import validate_inputs, validate_outputs
+
+
+class InferenceFacade:
+    def __init__(self, repository: ModelRepository) -> None:
+        self.repository = repository
+
+    def infer(self, request: InferenceRequest) -> Deferred[InferenceResult]:
+        """Validate, queue and run one request. Errors arrive as TwinferError failures, never raised."""
+        try:
+            version = self.repository.get(request.model, request.version)
+            config = version.config
+            inputs = validate_inputs(config, request.inputs)
+            outputs = validate_outputs(config, request.outputs)
+            timeout_s = request.timeout_ms / 1e3 if request.timeout_ms else None
+            d = version.batcher.submit(inputs, outputs, timeout_s)
+        except TwinferError as exc:
+            return fail(exc)
+        name, number = config.name, str(version.version)
+        return d.addCallback(lambda out: InferenceResult(name, number, out))
+
+    def resolve(self, model: str, version: str | None = None) -> ModelVersion:
+        """The version a request for (model, version) would use; raises ModelNotFound / ModelNotReady."""
+        return self.repository.get(model, version)
+
+    def config(self, model: str, version: str | None = None) -> ModelConfig:
+        return self.resolve(model, version).config
+
+    def models(self) -> list[ServedModel]:
+        return self.repository.models()
+
+    def ready(self) -> bool:
+        return self.repository.ready()

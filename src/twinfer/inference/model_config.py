@@ -1,0 +1,114 @@
+"""The configuration of one served model, whatever file it came from (config.yaml, config.pbtxt or the model file).
+
+Shapes follow Triton's convention: `dims` never include the batch dimension; when `max_batch_size > 0` every
+request tensor carries one extra leading batch dimension of size 1..max_batch_size.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from twinfer.inference.datatypes import DATATYPES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorConfig(_Strict):
+    """One input or output: name, KServe datatype, dims (-1 = any size), optional labels for the last axis."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    labels: tuple[str, ...] | None = None
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        value = value.upper()
+        if value not in DATATYPES:
+            raise ValueError(f"unknown datatype {value!r}; expected one of {', '.join(DATATYPES)}")
+        return value
+
+    @field_validator("dims")
+    @classmethod
+    def _valid_dims(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d < -1 or d == 0 for d in value):
+            raise ValueError(f"dims {list(value)} must be positive sizes or -1 (any size)")
+        return value
+
+    @model_validator(mode="after")
+    def _labels_fit(self) -> TensorConfig:
+        if self.labels is not None and self.dims and self.dims[-1] not in (-1, len(self.labels)):
+            raise ValueError(
+                f"{self.name}: {len(self.labels)} labels for a last dimension of size {self.dims[-1]}"
+            )
+        return self
+
+
+class DynamicBatchingConfig(_Strict):
+    """How requests queue and merge into batches. Delay 0 = run as soon as an instance is free."""
+
+    max_queue_delay_us: int = Field(default=0, ge=0)
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = Field(default=1024, ge=1)
+    default_timeout_ms: int = Field(default=0, ge=0)  # 0 = no timeout
+
+
+class VersionPolicy(_Strict):
+    """Which versions on disk are served: the newest N, all, or a fixed list."""
+
+    policy: Literal["latest", "all", "specific"] = "latest"
+    latest_n: int = Field(default=1, ge=1)
+    versions: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of those present on disk, newest first."""
+        ordered = sorted(available, reverse=True)
+        if self.policy == "all":
+            return ordered
+        if self.policy == "specific":
+            return [v for v in ordered if v in self.versions]
+        return ordered[: self.latest_n]
+
+
+class ModelConfig(_Strict):
+    """Everything the server needs to serve one model."""
+
+    name: str
+    backend: str = "onnxruntime"
+    max_batch_size: int = Field(default=0, ge=0)
+    inputs: tuple[TensorConfig, ...]
+    outputs: tuple[TensorConfig, ...]
+    dynamic_batching: DynamicBatchingConfig | None = DynamicBatchingConfig()
+    instance_count: int = Field(default=1, ge=1, le=64)
+    version_policy: VersionPolicy = VersionPolicy()
+    warmup: bool = True
+    parameters: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelConfig:
+        for kind, tensors in (("input", self.inputs), ("output", self.outputs)):
+            names = [t.name for t in tensors]
+            if len(names) != len(set(names)):
+                raise ValueError(f"duplicate {kind} names in {names}")
+        if not self.inputs or not self.outputs:
+            raise ValueError("a model needs at least one input and one output")
+        return self
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 0
+
+    def input(self, name: str) -> TensorConfig | None:
+        return next((t for t in self.inputs if t.name == name), None)
+
+    def output(self, name: str) -> TensorConfig | None:
+        return next((t for t in self.outputs if t.name == name), None)
+
+    def full_shape(self, tensor: TensorConfig) -> list[int]:
+        """The shape a client sees in metadata: with a leading -1 batch dimension when batching."""
+        return ([-1] if self.batching else []) + list(tensor.dims)

@@ -1,0 +1,98 @@
+"""One loaded version of a model: its backend, its instance threads, its batcher and its statistics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from twinfer.backends import Backend, BackendOptions, load_backend
+from twinfer.errors import ModelLoadError
+from twinfer.inference.batcher import DynamicBatcher, Outputs
+from twinfer.inference.datatypes import to_numpy_dtype
+from twinfer.inference.model_config import ModelConfig
+from twinfer.inference.statistics import ModelStatistics
+from twinfer.inference.threads import ThreadRunner
+
+
+@dataclass(frozen=True, slots=True)
+class FileSignature:
+    """What tells a changed file from the one loaded: path, size and modification time."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileSignature:
+        st = path.stat()
+        return cls(path, st.st_size, st.st_mtime_ns)
+
+
+def warmup_inputs(config: ModelConfig) -> dict[str, np.ndarray]:
+    """Zeros of the smallest valid shape for every input (batch 1, -1 dims as 1)."""
+    inputs = {}
+    for spec in config.inputs:
+        shape = [1 if d == -1 else d for d in config.full_shape(spec)]
+        inputs[spec.name] = np.zeros(shape, dtype=to_numpy_dtype(spec.datatype))
+    return inputs
+
+
+def load_and_warm(config: ModelConfig, model_file: Path, options: BackendOptions) -> Backend:
+    """Load a version and run it once; a version that cannot run never takes traffic. Blocking."""
+    backend = load_backend(config, model_file, options)
+    if config.warmup:
+        outputs = [t.name for t in config.outputs]
+        try:
+            backend.run(warmup_inputs(config), outputs)
+        except Exception as exc:
+            backend.close()
+            raise ModelLoadError(f"model {config.name!r}: warm-up failed on {model_file}: {exc}") from exc
+    return backend
+
+
+def _timed_run(backend: Backend, inputs: dict[str, np.ndarray], outputs: list[str]) -> tuple[Outputs, int]:
+    start = time.perf_counter_ns()
+    result = backend.run(inputs, outputs)
+    return result, time.perf_counter_ns() - start
+
+
+class ModelVersion:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        threads: ThreadRunner,
+        config: ModelConfig,
+        version: int,
+        backend: Backend,
+        signature: FileSignature,
+    ) -> None:
+        self.config = config
+        self.version = version
+        self.signature = signature
+        self.stats = ModelStatistics()
+        self._backend = backend
+        self._threads = threads
+        self._pool = threads.instance_pool(f"{config.name}-v{version}", config.instance_count)
+        self.batcher = DynamicBatcher(clock, config, self._execute, self.stats)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def _execute(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> Deferred[tuple[Outputs, int]]:
+        return self._pool.run(_timed_run, self._backend, inputs, outputs)
+
+    def retire(self) -> Deferred[None]:
+        """Refuse new requests, let queued and running ones finish, then free the threads and the backend."""
+        d = self.batcher.drained()
+        d.addCallback(lambda _: self._threads.run_io(self._release))
+        return d
+
+    def _release(self) -> None:
+        self._pool.stop()
+        self._backend.close()

@@ -1,0 +1,25 @@
+"""What goes into and comes out of the inference facade, independent of any wire format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """One request as every front-end hands it to the facade."""
+
+    model: str
+    inputs: dict[str, np.ndarray]
+    version: str | None = None  # None = the newest ready version
+    outputs: list[str] | None = None  # None = every output
+    timeout_ms: int | None = None  # None = the model's default
+
+
+@dataclass(slots=True)
+class InferenceResult:
+    model: str
+    version: str
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)

@@ -1,0 +1,221 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_CODE_UNSPECIFIED: _ClassVar[ErrorCode]
+    ERROR_CODE_INTERNAL: _ClassVar[ErrorCode]
+    ERROR_CODE_INVALID_FRAME: _ClassVar[ErrorCode]
+    ERROR_CODE_FRAME_TOO_LARGE: _ClassVar[ErrorCode]
+    ERROR_CODE_MALFORMED_MESSAGE: _ClassVar[ErrorCode]
+    ERROR_CODE_UNKNOWN_MESSAGE: _ClassVar[ErrorCode]
+    ERROR_CODE_UNAUTHENTICATED: _ClassVar[ErrorCode]
+    ERROR_CODE_INVALID_INPUT: _ClassVar[ErrorCode]
+    ERROR_CODE_MODEL_NOT_FOUND: _ClassVar[ErrorCode]
+    ERROR_CODE_MODEL_NOT_READY: _ClassVar[ErrorCode]
+    ERROR_CODE_OVERLOADED: _ClassVar[ErrorCode]
+    ERROR_CODE_TIMEOUT: _ClassVar[ErrorCode]
+    ERROR_CODE_INFERENCE_FAILED: _ClassVar[ErrorCode]
+    ERROR_CODE_SESSION_REPLACED: _ClassVar[ErrorCode]
+    ERROR_CODE_IDLE_TIMEOUT: _ClassVar[ErrorCode]
+    ERROR_CODE_UNAVAILABLE: _ClassVar[ErrorCode]
+ERROR_CODE_UNSPECIFIED: ErrorCode
+ERROR_CODE_INTERNAL: ErrorCode
+ERROR_CODE_INVALID_FRAME: ErrorCode
+ERROR_CODE_FRAME_TOO_LARGE: ErrorCode
+ERROR_CODE_MALFORMED_MESSAGE: ErrorCode
+ERROR_CODE_UNKNOWN_MESSAGE: ErrorCode
+ERROR_CODE_UNAUTHENTICATED: ErrorCode
+ERROR_CODE_INVALID_INPUT: ErrorCode
+ERROR_CODE_MODEL_NOT_FOUND: ErrorCode
+ERROR_CODE_MODEL_NOT_READY: ErrorCode
+ERROR_CODE_OVERLOADED: ErrorCode
+ERROR_CODE_TIMEOUT: ErrorCode
+ERROR_CODE_INFERENCE_FAILED: ErrorCode
+ERROR_CODE_SESSION_REPLACED: ErrorCode
+ERROR_CODE_IDLE_TIMEOUT: ErrorCode
+ERROR_CODE_UNAVAILABLE: ErrorCode
+
+class Tensor(_message.Message):
+    __slots__ = ("name", "datatype", "shape", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATATYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    datatype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: ErrorCode
+    message: str
+    def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class LoginRequest(_message.Message):
+    __slots__ = ("token", "client_name")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    client_name: str
+    def __init__(self, token: _Optional[str] = ..., client_name: _Optional[str] = ...) -> None: ...
+
+class PingRequest(_message.Message):
+    __slots__ = ("client_time_ns",)
+    CLIENT_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    client_time_ns: int
+    def __init__(self, client_time_ns: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelMetadataRequest(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class InferRequest(_message.Message):
+    __slots__ = ("model", "version", "inputs", "outputs", "timeout_ms")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    timeout_ms: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class ClientMessage(_message.Message):
+    __slots__ = ("request_id", "login", "ping", "list_models", "model_metadata", "infer")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LOGIN_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    LIST_MODELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_METADATA_FIELD_NUMBER: _ClassVar[int]
+    INFER_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    login: LoginRequest
+    ping: PingRequest
+    list_models: ListModelsRequest
+    model_metadata: ModelMetadataRequest
+    infer: InferRequest
+    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsRequest, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataRequest, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ...) -> None: ...
+
+class LoginResponse(_message.Message):
+    __slots__ = ("session_id", "user", "expires_at_unix")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    user: str
+    expires_at_unix: int
+    def __init__(self, session_id: _Optional[str] = ..., user: _Optional[str] = ..., expires_at_unix: _Optional[int] = ...) -> None: ...
+
+class Pong(_message.Message):
+    __slots__ = ("client_time_ns", "server_time_ns")
+    CLIENT_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    client_time_ns: int
+    server_time_ns: int
+    def __init__(self, client_time_ns: _Optional[int] = ..., server_time_ns: _Optional[int] = ...) -> None: ...
+
+class ModelStatus(_message.Message):
+    __slots__ = ("name", "versions", "state", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    versions: _containers.RepeatedScalarFieldContainer[str]
+    state: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ...) -> None: ...
+
+class TensorMetadata(_message.Message):
+    __slots__ = ("name", "datatype", "shape", "labels")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATATYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    datatype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ModelMetadataResponse(_message.Message):
+    __slots__ = ("name", "versions", "platform", "inputs", "outputs", "max_batch_size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    versions: _containers.RepeatedScalarFieldContainer[str]
+    platform: str
+    inputs: _containers.RepeatedCompositeFieldContainer[TensorMetadata]
+    outputs: _containers.RepeatedCompositeFieldContainer[TensorMetadata]
+    max_batch_size: int
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., platform: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorMetadata, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorMetadata, _Mapping]]] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+
+class InferResponse(_message.Message):
+    __slots__ = ("model", "version", "outputs")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+
+class Kicked(_message.Message):
+    __slots__ = ("code", "reason")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    code: ErrorCode
+    reason: str
+    def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ServerMessage(_message.Message):
+    __slots__ = ("request_id", "login", "pong", "list_models", "model_metadata", "infer", "error", "kicked")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LOGIN_FIELD_NUMBER: _ClassVar[int]
+    PONG_FIELD_NUMBER: _ClassVar[int]
+    LIST_MODELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_METADATA_FIELD_NUMBER: _ClassVar[int]
+    INFER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    KICKED_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    login: LoginResponse
+    pong: Pong
+    list_models: ListModelsResponse
+    model_metadata: ModelMetadataResponse
+    infer: InferResponse
+    error: Error
+    kicked: Kicked
+    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginResponse, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResponse, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataResponse, _Mapping]] = ..., infer: _Optional[_Union[InferResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., kicked: _Optional[_Union[Kicked, _Mapping]] = ...) -> None: ...

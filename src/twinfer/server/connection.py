@@ -1,0 +1,213 @@
+"""One game-protocol connection: frames in, commands dispatched, replies out. It holds no business logic.
+
+Bad input costs the sender and nobody else: an oversized declared length is refused before any body is buffered
+and closes the connection; a body that does not parse, an unknown message type or a request that fails gets a
+typed Error reply and the connection keeps going; too many requests in flight get OVERLOADED.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twinfer.errors import (
+    FrameTooLarge,
+    InvalidFrame,
+    MalformedMessage,
+    Overloaded,
+    TwinferError,
+    Unauthenticated,
+    Unavailable,
+    UnknownMessage,
+)
+from twinfer.protocol import game_pb2
+from twinfer.protocol.error_codes import code_for, code_name
+from twinfer.protocol.framing import KNOWN_FLAGS, FrameDecoder, encode_frame
+from twinfer.server.commands import CommandRegistry, ServerContext
+from twinfer.server.sessions import Session
+
+log = Logger()
+E = game_pb2.ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    max_frame_bytes: int = 16 * 1024 * 1024
+    max_in_flight: int = 256
+    idle_timeout_s: float = 60.0
+    login_timeout_s: float = 10.0
+
+
+class GameConnection(Protocol):
+    def __init__(self, factory: GameServerFactory) -> None:
+        self.factory = factory
+        self._limits = factory.limits
+        self._clock: IReactorTime = factory.context.clock
+        self._decoder = FrameDecoder(self._limits.max_frame_bytes)
+        self._closing = False
+        self._last_seen = 0.0
+        self._idle_call: IDelayedCall | None = None
+        self._login_call: IDelayedCall | None = None
+        self.session: Session | None = None
+
+    # --- connection lifecycle ----------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.session = Session(self, f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}")
+        self.factory.context.sessions.add(self.session)
+        self._last_seen = self._clock.seconds()
+        self._idle_call = self._clock.callLater(self._limits.idle_timeout_s, self._check_idle)
+        if self.factory.context.auth.required:
+            self._login_call = self._clock.callLater(self._limits.login_timeout_s, self._check_login)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._closing = True
+        for call in (self._idle_call, self._login_call):
+            if call is not None and call.active():
+                call.cancel()
+        if self.session is not None:
+            self.factory.context.sessions.remove(self.session)
+
+    def _check_idle(self) -> None:
+        self._idle_call = None
+        silent = self._clock.seconds() - self._last_seen
+        if silent >= self._limits.idle_timeout_s:
+            self.kick(E.ERROR_CODE_IDLE_TIMEOUT, f"nothing received for {silent:.1f} s")
+        else:
+            self._idle_call = self._clock.callLater(self._limits.idle_timeout_s - silent, self._check_idle)
+
+    def _check_login(self) -> None:
+        self._login_call = None
+        if self.session is not None and not self.session.logged_in:
+            self.kick(E.ERROR_CODE_UNAUTHENTICATED, f"no login within {self._limits.login_timeout_s:g} s")
+
+    def kick(self, code: int, reason: str) -> None:
+        """Tell the peer why, then close (after the reason is flushed)."""
+        if self._closing:
+            return
+        log.info("closing {peer}: {code} {reason}", peer=self.session.peer if self.session else "?",
+                 code=code_name(code), reason=reason)
+        message = game_pb2.ServerMessage()
+        message.kicked.code = code
+        message.kicked.reason = reason
+        self._send(message)
+        self._closing = True
+        self.transport.loseConnection()
+
+    # --- bytes in ----------------------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._last_seen = self._clock.seconds()
+        try:
+            for flags, body in self._decoder.feed(data):
+                self._frame_received(flags, body)
+                if self._closing:
+                    return
+        except FrameTooLarge as exc:
+            self.kick(E.ERROR_CODE_FRAME_TOO_LARGE, exc.message)
+
+    def _frame_received(self, flags: int, body: bytes) -> None:
+        message = game_pb2.ClientMessage()
+        try:
+            message.ParseFromString(body)
+        except DecodeError:
+            self._send_error(0, MalformedMessage(f"a {len(body)}-byte body that is not a ClientMessage"))
+            return
+        request_id = message.request_id
+        if flags & ~KNOWN_FLAGS:
+            self._send_error(request_id, InvalidFrame(f"unknown flag bits 0x{flags:04x}"))
+            return
+        kind = message.WhichOneof("body")
+        command = self.factory.registry.get(kind)
+        if command is None:
+            self._send_error(request_id, UnknownMessage("empty or unknown message type"))
+            return
+        session = self.session
+        assert session is not None
+        if command.requires_login and not session.logged_in and self.factory.context.auth.required:
+            self._send_error(request_id, Unauthenticated(f"log in before sending {kind}"))
+            return
+        if session.in_flight >= self._limits.max_in_flight:
+            self._send_error(request_id, Overloaded(f"more than {self._limits.max_in_flight} requests in flight"))
+            return
+        if self.factory.draining and kind == "infer":
+            self._send_error(request_id, Unavailable("server is shutting down"))
+            return
+        session.in_flight += 1
+        reply = game_pb2.ServerMessage(request_id=request_id)
+        d = maybeDeferred(command.execute, session, message, reply)
+        d.addCallbacks(self._reply_ready, self._reply_failed, errbackArgs=(request_id,))
+        d.addBoth(self._request_done)
+
+    # --- bytes out ---------------------------------------------------------------------------------------------
+
+    def _request_done(self, _: object) -> None:
+        if self.session is not None:
+            self.session.in_flight -= 1
+            self.factory.request_finished()
+
+    def _reply_ready(self, reply: game_pb2.ServerMessage) -> None:
+        self._send(reply)
+
+    def _reply_failed(self, failure: Failure, request_id: int) -> None:
+        error = failure.value
+        if not isinstance(error, TwinferError):
+            log.failure("command failed", failure)
+        self._send_error(request_id, error)
+
+    def _send_error(self, request_id: int, error: BaseException) -> None:
+        message = game_pb2.ServerMessage(request_id=request_id)
+        message.error.code = code_for(error)
+        message.error.message = error.message if isinstance(error, TwinferError) else "internal server error"
+        self._send(message)
+
+    def _send(self, message: game_pb2.ServerMessage) -> None:
+        if self.transport is not None and (not self._closing or message.HasField("kicked")):
+            self.transport.write(encode_frame(message.SerializeToString()))
+
+
+class GameServerFactory(Factory):
+    """Shared by every connection on the TCP port: the command registry, the context and the limits."""
+
+    protocol = GameConnection
+
+    def __init__(self, context: ServerContext, registry: CommandRegistry, limits: ConnectionLimits) -> None:
+        self.context = context
+        self.registry = registry
+        self.limits = limits
+        self.draining = False
+        self._idle_waiters: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr):  # type: ignore[override]
+        return GameConnection(self)
+
+    def in_flight(self) -> int:
+        return sum(s.in_flight for s in self.context.sessions.all())
+
+    def request_finished(self) -> None:
+        if self._idle_waiters and self.in_flight() == 0:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def drain(self) -> Deferred[None]:
+        """Refuse new inferences; the Deferred fires once every request in flight has been answered."""
+        self.draining = True
+        if self.in_flight() == 0:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    def close_all(self, reason: str) -> None:
+        for session in self.context.sessions.all():
+            session.connection.kick(E.ERROR_CODE_UNAVAILABLE, reason)

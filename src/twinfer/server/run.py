@@ -1,0 +1,48 @@
+"""Run a server process: logging, reactor, signals, exit code. SIGTERM and SIGINT drain, then exit 0."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.logger import Logger
+
+from twinfer.config import Settings
+from twinfer.errors import ConfigError
+
+log = Logger()
+
+
+def run_server(settings: Settings) -> int:
+    from twisted.internet import reactor
+
+    from twinfer.logs import setup_logging
+    from twinfer.server.app import TwinferServer
+
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    if settings.workers != 1:
+        raise ConfigError(f"workers: {settings.workers} worker processes are not supported yet; use --workers 1")
+    if settings.model_repository is None:
+        raise ConfigError("model_repository: required (--model-repository DIR)")
+    if not settings.auth.token_secret and not settings.insecure_dev:
+        raise ConfigError(
+            "auth.token_secret: empty; set TWINFER_AUTH__TOKEN_SECRET, or pass --insecure-dev for local use"
+        )
+    setup_logging(settings.log_format, settings.log_level)
+    server = TwinferServer(settings, reactor)
+    exit_code = [0]
+
+    def started_failed(failure):
+        log.failure("start-up failed", failure)
+        exit_code[0] = 1
+        reactor.stop()
+
+    def start() -> None:
+        d = server.start()
+        d.addCallback(lambda _: reactor.addSystemEventTrigger("before", "shutdown", server.stop))
+        d.addErrback(started_failed)
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    sys.stdout.flush()
+    return exit_code[0]

@@ -1,0 +1,65 @@
+"""Sessions: who is on which connection, and the rule that one user holds one session at a time."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class SessionTransport(Protocol):
+    """What a session needs of its connection: to be kicked."""
+
+    def kick(self, code: int, reason: str) -> None: ...
+
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    connection: SessionTransport
+    peer: str
+    session_id: str = field(default_factory=lambda: f"s{next(_ids)}")
+    user: str | None = None
+    client_name: str = ""
+    in_flight: int = 0
+
+    @property
+    def logged_in(self) -> bool:
+        return self.user is not None
+
+
+class SessionRegistry:
+    """Every open session, and by user for the logged-in ones."""
+
+    def __init__(self) -> None:
+        self._sessions: set[Session] = set()
+        self._by_user: dict[str, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def logged_in(self) -> int:
+        return len(self._by_user)
+
+    def add(self, session: Session) -> None:
+        self._sessions.add(session)
+
+    def remove(self, session: Session) -> None:
+        self._sessions.discard(session)
+        if session.user is not None and self._by_user.get(session.user) is session:
+            del self._by_user[session.user]
+
+    def bind_user(self, session: Session, user: str) -> Session | None:
+        """Attach `user` to `session`; returns the session it replaces (the caller kicks it), if any."""
+        previous = self._by_user.get(user)
+        if session.user is not None and session.user != user and self._by_user.get(session.user) is session:
+            del self._by_user[session.user]
+        session.user = user
+        self._by_user[user] = session
+        return previous if previous is not session else None
+
+    def all(self) -> list[Session]:
+        return list(self._sessions)

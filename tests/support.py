@@ -1,0 +1,82 @@
+"""Shared test helpers: synchronous thread runners and a tiny model repository."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from twisted.internet.defer import Deferred, maybeDeferred
+
+TINY_W = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32)
+
+
+def tiny_reference(x: np.ndarray) -> np.ndarray:
+    """What the demo `tiny` model computes: relu(x @ W)."""
+    return np.maximum(x @ TINY_W, 0)
+
+
+class SyncPool:
+    """Runs work inline, or holds it until `release` when `hold` is set (to keep requests in flight)."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.held: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred]] = []
+        self.stopped = False
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        if self.hold:
+            d: Deferred = Deferred()
+            self.held.append((fn, args, d))
+            return d
+        return maybeDeferred(fn, *args)
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for fn, args, d in held:
+            maybeDeferred(fn, *args).chainDeferred(d)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class SyncThreads:
+    """A ThreadRunner without threads: every Deferred fires before the call returns."""
+
+    def __init__(self) -> None:
+        self.pools: dict[str, SyncPool] = {}
+
+    def run_io(self, fn: Callable[..., Any], *args: Any) -> Deferred:
+        return maybeDeferred(fn, *args)
+
+    def instance_pool(self, name: str, size: int) -> SyncPool:
+        pool = self.pools[name] = SyncPool()
+        return pool
+
+
+def make_repository(root: Path) -> Path:
+    """A repository with only `tiny/1/model.onnx`, as someone else would lay it out (no config file)."""
+    from twinfer.demo_models import build_tiny
+
+    (root / "tiny" / "1").mkdir(parents=True, exist_ok=True)
+    build_tiny(root / "tiny" / "1" / "model.onnx")
+    return root
+
+
+def build_matmul_relu(path: Path, weights: np.ndarray) -> None:
+    """A `tiny`-shaped model with chosen weights, so two versions give tellable-apart outputs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["INPUT0", "W"], ["mm"]), helper.make_node("Relu", ["mm"], ["OUTPUT0"])],
+        "tiny",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["batch", 16])],
+        initializer=[numpy_helper.from_array(weights.astype(np.float32), name="W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
