@@ -228,6 +228,7 @@ def test_too_many_in_flight_is_overloaded_and_answers_arrive_out_of_order_later(
         send(proto, infer_message(i, np.full((1, 16), i, np.float32)))
     [overloaded] = replies(transport)
     assert (overloaded.request_id, overloaded.error.code) == (3, E.ERROR_CODE_OVERLOADED)
+    harness.pool.hold = False
     harness.pool.release()
     done = replies(transport)
     assert sorted(r.request_id for r in done) == [1, 2] and all(r.HasField("infer") for r in done)
@@ -243,6 +244,7 @@ def test_drain_refuses_new_inference_and_waits_for_in_flight(harness):
     send(proto, infer_message(2, np.ones((1, 16), np.float32)))
     [refused] = replies(transport)
     assert refused.error.code == E.ERROR_CODE_UNAVAILABLE and not drained
+    harness.pool.hold = False
     harness.pool.release()
     assert drained == [None] and replies(transport)[0].request_id == 1
 

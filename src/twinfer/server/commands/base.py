@@ -52,7 +52,7 @@ class CommandRegistry:
 
     def register(self, command: Command) -> None:
         kind = command.message_type
-        if kind not in game_pb2.ClientMessage.DESCRIPTOR.oneofs_by_name["body"].fields_by_name:
+        if kind not in {f.name for f in game_pb2.ClientMessage.DESCRIPTOR.oneofs_by_name["body"].fields}:
             raise ValueError(f"{type(command).__name__} handles {kind!r}, which ClientMessage does not define")
         if kind in self._commands:
             raise ValueError(f"two commands for {kind!r}")

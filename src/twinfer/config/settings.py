@@ -1,0 +1,73 @@
+"""Server settings: one pydantic model, every field documented (the README's config reference is rendered from
+these descriptions by `settings_reference_markdown`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# 0 = pick a free port, -1 = listener off.
+Port = Annotated[int, Field(ge=-1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class OnnxSettings(_Section):
+    intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads inside one operator (0 = ORT default)")
+    inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads across operators (0 = ORT default)")
+
+
+class AuthSettings(_Section):
+    token_secret: str = Field("", description="HMAC secret for login tokens; empty needs --insecure-dev")
+    admin_token: str = Field("", description="bearer token for repository load/unload (empty = no admin check)")
+    token_ttl_s: int = Field(3600, ge=1, description="default lifetime of tokens minted by `twinfer token`")
+
+
+class Settings(_Section):
+    host: str = Field("127.0.0.1", description="interface every listener binds (0.0.0.0 in containers)")
+    tcp_port: Port = Field(9000, description="game protocol (TCP); 0 = any free port, -1 = off")
+    udp_port: Port = Field(9001, description="stream datagrams (UDP)")
+    http_port: Port = Field(8000, description="KServe v2 over HTTP")
+    grpc_port: Port = Field(8001, description="KServe v2 over gRPC")
+    metrics_port: Port = Field(8002, description="Prometheus metrics")
+    model_repository: Path | None = Field(None, description="directory of models: <model>/<version>/model.onnx")
+    ports_file: Path | None = Field(None, description="JSON file written atomically once every listener is up")
+    workers: int = Field(1, ge=1, description="worker processes")
+    log_format: Literal["text", "json"] = Field("text", description="text, or JSON lines for log collectors")
+    log_level: Literal["debug", "info", "warn", "error"] = Field("info", description="lowest level logged")
+    insecure_dev: bool = Field(False, description="allow running without a token secret (local development)")
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    onnx: OnnxSettings = Field(default_factory=OnnxSettings)
+    max_frame_bytes: int = Field(16 * 1024 * 1024, ge=64, le=1024**3,
+                                 description="largest game-protocol body accepted; larger declared lengths close")
+    max_inflight_per_session: int = Field(256, ge=1, description="requests one connection may have in flight")
+    idle_timeout_s: float = Field(60.0, gt=0, description="close a connection silent this long (pings count)")
+    login_timeout_s: float = Field(10.0, gt=0, description="with auth on, a connection must log in within this")
+    repository_poll_s: float = Field(2.0, ge=0, description="seconds between repository scans (0 = no hot reload)")
+    drain_timeout_s: float = Field(10.0, ge=0, description="on SIGTERM, wait this long for requests in flight")
+
+
+def _rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    rows = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(_rows(annotation, f"{prefix}{name}."))
+            continue
+        key = f"{prefix}{name}"
+        env = "TWINFER_" + key.upper().replace(".", "__")
+        rows.append((key, env, field.get_default(call_default_factory=True), field.description or ""))
+    return rows
+
+
+def settings_reference_markdown() -> str:
+    """The config reference as a markdown table: key, environment variable, default, meaning."""
+    lines = ["| key | environment | default | meaning |", "|---|---|---|---|"]
+    for key, env, default, description in _rows(Settings):
+        shown = "" if default is None else (str(default).lower() if isinstance(default, bool) else str(default))
+        lines.append(f"| `{key}` | `{env}` | `{shown}` | {description} |")
+    return "\n".join(lines)
