@@ -1,0 +1,37 @@
+# Two commands: `make run` serves the demo repository, `make test` runs the whole suite.
+# Both create .venv and install what they need first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export ORT_DISABLE_TELEMETRY := 1
+
+.PHONY: venv models run test proto bench-tcp clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+models: $(STAMP)
+	$(BIN)/python -m twinfer.demo_models models
+
+run: models
+	$(BIN)/twinfer serve --model-repository models --insecure-dev $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+proto: $(STAMP)
+	$(BIN)/python tools/gen_proto.py
+
+bench-tcp: $(STAMP)
+	$(BIN)/python bench/tcp_tiny.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

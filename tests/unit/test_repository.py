@@ -1,0 +1,119 @@
+"""The model repository with synchronous threads and a fake clock: loads, swaps, refusals, unloads."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from twisted.internet.task import Clock
+
+from tests.support import SyncThreads, build_matmul_relu
+from twinfer.errors import ModelNotFound, ModelNotReady
+from twinfer.inference.facade import InferenceFacade
+from twinfer.inference.repository import ModelRepository, valid_model_name
+from twinfer.inference.types import InferenceRequest
+
+X = np.abs(np.random.default_rng(2).standard_normal((1, 16))).astype(np.float32)
+
+
+def infer(facade: InferenceFacade, version: str | None = None):
+    out = []
+    facade.infer(InferenceRequest("tiny", {"INPUT0": X}, version=version)).addBoth(out.append)
+    return out[0]
+
+
+@pytest.fixture
+def world(tmp_path):
+    root = tmp_path / "repo"
+    build_matmul_relu(root / "tiny" / "1" / "model.onnx", np.eye(16))
+    threads = SyncThreads()
+    repo = ModelRepository(root, Clock(), threads)
+    repo.start()
+    return root, repo, InferenceFacade(repo), threads
+
+
+def test_a_new_version_swaps_in_and_the_old_one_drains_then_unloads(world):
+    root, repo, facade, threads = world
+    assert np.allclose(infer(facade).outputs["OUTPUT0"], X)
+    old_pool = threads.pools["tiny-v1"]
+    old_pool.hold = True
+    pending = []
+    facade.infer(InferenceRequest("tiny", {"INPUT0": X})).addBoth(pending.append)
+    build_matmul_relu(root / "tiny" / "2" / "model.onnx", 2 * np.eye(16))
+    repo.poll()
+    result = infer(facade)
+    assert result.version == "2" and np.allclose(result.outputs["OUTPUT0"], 2 * X)
+    assert not pending and not old_pool.stopped  # still draining its request
+    old_pool.hold = False
+    old_pool.release()
+    assert pending[0].version == "1" and old_pool.stopped
+
+
+def test_a_broken_new_version_is_refused_and_the_old_one_keeps_serving(world):
+    root, repo, facade, _ = world
+    (root / "tiny" / "2").mkdir()
+    (root / "tiny" / "2" / "model.onnx").write_bytes(b"not onnx")
+    repo.poll()
+    assert infer(facade).version == "1"
+    model = repo.model("tiny")
+    assert model.state == "READY" and 2 in model.failed and "2" in model.reason
+    build_matmul_relu(root / "tiny" / "2" / "model.onnx", 3 * np.eye(16))  # fixed in place: retried
+    repo.poll()
+    assert infer(facade).version == "2"
+
+
+def test_version_policy_all_serves_every_version_and_routes_by_number(world):
+    root, repo, facade, _ = world
+    build_matmul_relu(root / "tiny" / "2" / "model.onnx", 2 * np.eye(16))
+    (root / "tiny" / "config.yaml").write_text("version_policy: {policy: all}\n")
+    repo.poll()
+    assert sorted(repo.model("tiny").versions) == [1, 2]
+    assert np.allclose(infer(facade, "1").outputs["OUTPUT0"], X)
+    assert np.allclose(infer(facade, "2").outputs["OUTPUT0"], 2 * X)
+    assert infer(facade, "7").check(ModelNotFound)
+    assert infer(facade, "../1").check(ModelNotFound)
+
+
+def test_a_bad_config_is_refused_and_the_running_config_stays(world):
+    root, repo, facade, _ = world
+    (root / "tiny" / "config.yaml").write_text("max_batch_size: -3\n")
+    repo.poll()
+    model = repo.model("tiny")
+    assert "max_batch_size" in model.reason and infer(facade).version == "1"
+    assert model.config.max_batch_size == 64
+
+
+def test_config_change_reloads_with_the_new_settings(world):
+    root, repo, facade, _ = world
+    (root / "tiny" / "config.yaml").write_text("max_batch_size: 4\n")
+    repo.poll()
+    assert repo.model("tiny").config.max_batch_size == 4
+    out = []
+    facade.infer(InferenceRequest("tiny", {"INPUT0": np.ones((5, 16), np.float32)})).addBoth(out.append)
+    assert "batch size 5" in str(out[0].value)
+
+
+def test_explicit_unload_sticks_across_polls_until_load(world):
+    root, repo, facade, _ = world
+    repo.unload("tiny")
+    repo.poll()
+    assert infer(facade).check(ModelNotReady)
+    assert repo.ready()  # an explicitly unloaded model does not make the server unready
+    repo.load("tiny")
+    assert infer(facade).version == "1"
+
+
+def test_a_removed_model_unloads_and_a_new_one_appears(world):
+    root, repo, facade, _ = world
+    build_matmul_relu(root / "other" / "1" / "model.onnx", np.eye(16))
+    shutil.rmtree(root / "tiny")
+    repo.poll()
+    assert [m.name for m in repo.models()] == ["other"]
+    assert infer(facade).check(ModelNotFound)
+
+
+def test_model_names_that_could_be_paths_are_never_valid():
+    for bad in ("..", "../x", "a/b", ".hidden", "", "a\\b", "x" * 200):
+        assert not valid_model_name(bad)
+    assert valid_model_name("face_blendshapes") and valid_model_name("resnet-50.v2")
