@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv models run test proto bench-tcp clean
+.PHONY: venv models run test proto readme bench-tcp clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,9 @@ test: $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python tools/gen_proto.py
+
+readme: $(STAMP)
+	$(BIN)/python tools/readme_config.py
 
 bench-tcp: $(STAMP)
 	$(BIN)/python bench/tcp_tiny.py

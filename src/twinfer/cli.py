@@ -29,6 +29,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--udp-port", type=int, help="stream port (default 9001)")
     p.add_argument("--http-port", type=int, help="KServe HTTP port (default 8000)")
     p.add_argument("--grpc-port", type=int, help="KServe gRPC port (default 8001)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default 8002)")
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
     p.add_argument("--ports-file", type=Path, help="write the bound ports as JSON here once listening")
     p.add_argument("--log-format", choices=["text", "json"])
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 # --- serve ------------------------------------------------------------------------------------------------------
 
 SERVE_OVERRIDES = (
-    "model_repository", "host", "tcp_port", "udp_port", "http_port", "grpc_port", "workers", "ports_file",
+    "model_repository", "host", "tcp_port", "udp_port", "http_port", "grpc_port", "metrics_port", "workers", "ports_file",
     "log_format", "log_level", "insecure_dev", "repository_poll_s",
 )
 

@@ -27,6 +27,14 @@ class RunningServer:
     def tcp(self) -> int:
         return self.ports["tcp"]
 
+    @property
+    def http(self) -> str:
+        return f"127.0.0.1:{self.ports['http']}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.ports['grpc']}"
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -43,7 +51,7 @@ def start_server(tmp_path: Path, repository: Path, *args: str, env: dict[str, st
     cmd = [
         sys.executable, "-m", "twinfer", "serve",
         "--model-repository", str(repository),
-        "--host", "127.0.0.1", "--tcp-port", "0",
+        "--host", "127.0.0.1", "--tcp-port", "0", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
         "--ports-file", str(ports_file),
         *args,
     ]

@@ -44,6 +44,8 @@ class Settings(_Section):
     onnx: OnnxSettings = Field(default_factory=OnnxSettings)
     max_frame_bytes: int = Field(16 * 1024 * 1024, ge=64, le=1024**3,
                                  description="largest game-protocol body accepted; larger declared lengths close")
+    max_http_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024**3,
+                                     description="largest HTTP request body (and gRPC message) accepted")
     max_inflight_per_session: int = Field(256, ge=1, description="requests one connection may have in flight")
     idle_timeout_s: float = Field(60.0, gt=0, description="close a connection silent this long (pings count)")
     login_timeout_s: float = Field(10.0, gt=0, description="with auth on, a connection must log in within this")

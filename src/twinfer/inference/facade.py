@@ -7,7 +7,7 @@ and returns Deferreds; the models themselves run on their instance threads.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 
 from twinfer.errors import TwinferError
 from twinfer.inference.model_config import ModelConfig
@@ -44,6 +44,23 @@ class InferenceFacade:
 
     def models(self) -> list[ServedModel]:
         return self.repository.models()
+
+    def model(self, name: str) -> ServedModel:
+        return self.repository.model(name)
+
+    def versions_for_statistics(self, name: str | None, version: str | None) -> list[ModelVersion]:
+        """Serving versions of one model (or of all models, when name is empty)."""
+        if not name:
+            return [mv for m in self.repository.models() for _, mv in sorted(m.versions.items())]
+        if version:
+            return [self.repository.get(name, version)]
+        return [mv for _, mv in sorted(self.repository.model(name).versions.items())]
+
+    def load(self, name: str) -> Deferred[None]:
+        return maybeDeferred(self.repository.load, name)
+
+    def unload(self, name: str) -> Deferred[None]:
+        return maybeDeferred(self.repository.unload, name)
 
     def ready(self) -> bool:
         return self.repository.ready()

@@ -14,15 +14,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import DeferredList, inlineCallbacks, maybeDeferred
+import asyncio
+
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 
 from twinfer.backends import BackendOptions
 from twinfer.config import Settings
+from twinfer.http.connection import HttpFactory
+from twinfer.http.kserve_api import KServeHttpApi
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import ModelRepository
 from twinfer.inference.threads import ReactorThreads
+from twinfer.metrics import build_registry, exposition
 from twinfer.server.commands import ServerContext, default_registry
 from twinfer.server.connection import ConnectionLimits, GameServerFactory
 from twinfer.server.sessions import SessionRegistry
@@ -66,8 +71,23 @@ class TwinferServer:
                 login_timeout_s=settings.login_timeout_s,
             ),
         )
+        self.metrics_registry = build_registry(self.facade, {
+            "twinfer_sessions": lambda: len(self.sessions),
+            "twinfer_sessions_logged_in": lambda: self.sessions.logged_in,
+            "twinfer_http_connections": lambda: self.http_factory.connections,
+        })
+        metrics = exposition(self.metrics_registry)
+        self.http_factory = HttpFactory(
+            KServeHttpApi(self.facade, settings.auth.admin_token, metrics),
+            reactor, settings.max_http_body_bytes, settings.idle_timeout_s,
+        )
+        self.metrics_factory = HttpFactory(
+            KServeHttpApi(self.facade, settings.auth.admin_token, metrics),
+            reactor, 1024, settings.idle_timeout_s,
+        )
         self.ports: dict[str, int] = {}
         self._listeners: list[Any] = []
+        self._grpc_server: Any = None
 
     def _endpoint(self, port: int):
         host = self.settings.host
@@ -82,10 +102,22 @@ class TwinferServer:
         for model in self.repository.models():
             log.info("model {name}: {state} versions={versions} {reason}", name=model.name, state=model.state,
                      versions=sorted(model.versions), reason=model.reason)
-        if self.settings.tcp_port >= 0:
-            port = yield self._endpoint(self.settings.tcp_port).listen(self.tcp_factory)
-            self._listeners.append(port)
-            self.ports["tcp"] = port.getHost().port
+        for key, port_number, factory in (
+            ("tcp", self.settings.tcp_port, self.tcp_factory),
+            ("http", self.settings.http_port, self.http_factory),
+            ("metrics", self.settings.metrics_port, self.metrics_factory),
+        ):
+            if port_number >= 0:
+                port = yield self._endpoint(port_number).listen(factory)
+                self._listeners.append(port)
+                self.ports[key] = port.getHost().port
+        if self.settings.grpc_port >= 0:
+            from twinfer.grpc.service import start_grpc_server
+
+            self._grpc_server, self.ports["grpc"] = yield Deferred.fromFuture(asyncio.ensure_future(
+                start_grpc_server(self.facade, self.settings.host, self.settings.grpc_port,
+                                  self.settings.auth.admin_token, self.settings.max_http_body_bytes)
+            ))
         log.info("twinfer listening on {host}: {ports}", host=self.settings.host, ports=self.ports)
         if self.settings.ports_file is not None:
             write_ports_file(Path(self.settings.ports_file), self.ports)
@@ -103,6 +135,8 @@ class TwinferServer:
         if timeout.active():
             timeout.cancel()
         self.tcp_factory.close_all("server shutting down")
+        if self._grpc_server is not None:
+            yield Deferred.fromFuture(asyncio.ensure_future(self._grpc_server.stop(1.0)))
         yield DeferredList([maybeDeferred(p.stopListening) for p in self._listeners])
         yield self.repository.stop()
         log.info("stopped")

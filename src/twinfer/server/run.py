@@ -13,7 +13,20 @@ from twinfer.errors import ConfigError
 log = Logger()
 
 
+def install_asyncio_reactor() -> None:
+    """Twisted on asyncio, so grpcio's asyncio server shares the reactor's loop (no thread hop per call)."""
+    import asyncio
+
+    from twisted.internet import asyncioreactor
+
+    if "twisted.internet.reactor" not in sys.modules:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        asyncioreactor.install(loop)
+
+
 def run_server(settings: Settings) -> int:
+    install_asyncio_reactor()
     from twisted.internet import reactor
 
     from twinfer.logs import setup_logging

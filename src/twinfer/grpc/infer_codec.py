@@ -1,0 +1,66 @@
+"""ModelInferRequest / ModelInferResponse <-> the facade's InferenceRequest / InferenceResult."""
+
+from __future__ import annotations
+
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+
+from twinfer.errors import InvalidInput
+from twinfer.inference.types import InferenceRequest, InferenceResult
+from twinfer.kserve.tensor_codec import check_shape, from_raw, to_raw
+
+# Which typed `contents` field carries each datatype (KServe v2 gRPC).
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+def _typed(tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int, ...]) -> np.ndarray:
+    from twinfer.kserve.tensor_codec import from_json_data
+
+    field = CONTENTS_FIELD.get(tensor.datatype)
+    if field is None:
+        raise InvalidInput(f"input {tensor.name!r}: {tensor.datatype} needs raw_input_contents")
+    values = list(getattr(tensor.contents, field))
+    if tensor.datatype == "BYTES":
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+        if array.size != int(np.prod(shape)):
+            raise InvalidInput(f"input {tensor.name!r}: {array.size} values for shape {list(shape)}")
+        return array.reshape(shape)
+    return from_json_data(tensor.name, tensor.datatype, shape, values)
+
+
+def decode_request(request: pb.ModelInferRequest) -> InferenceRequest:
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+    inputs: dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(request.inputs):
+        if tensor.name in inputs:
+            raise InvalidInput(f"input {tensor.name!r} given twice")
+        shape = check_shape(tensor.name, list(tensor.shape))
+        inputs[tensor.name] = from_raw(tensor.name, tensor.datatype, shape, raw[i]) if raw else _typed(tensor, shape)
+    timeout = request.parameters.get("timeout")
+    timeout_ms = None
+    if timeout is not None and timeout.WhichOneof("parameter_choice") in ("int64_param", "uint64_param"):
+        micros = timeout.int64_param or timeout.uint64_param
+        timeout_ms = max(1, micros // 1000) if micros > 0 else None
+    return InferenceRequest(
+        model=request.model_name,
+        inputs=inputs,
+        version=request.model_version or None,
+        outputs=[o.name for o in request.outputs] or None,
+        timeout_ms=timeout_ms,
+    )
+
+
+def encode_response(request_id: str, result: InferenceResult) -> pb.ModelInferResponse:
+    response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=request_id)
+    for name, array in result.outputs.items():
+        datatype, raw = to_raw(array)
+        response.outputs.add(name=name, datatype=datatype, shape=array.shape)
+        response.raw_output_contents.append(raw)
+    return response

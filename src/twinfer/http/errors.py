@@ -1,0 +1,40 @@
+"""The HTTP front-end's one table from twinfer's typed errors to status codes."""
+
+from __future__ import annotations
+
+from twinfer import errors
+
+STATUS_BY_ERROR: dict[type[Exception], int] = {
+    errors.InvalidInput: 400,
+    errors.ModelNotFound: 404,
+    errors.ModelNotReady: 503,
+    errors.Overloaded: 503,
+    errors.RequestTimeout: 504,
+    errors.InferenceFailed: 500,
+    errors.Unauthenticated: 401,
+    errors.Unavailable: 503,
+    errors.FrameTooLarge: 413,
+    errors.ProtocolError: 400,
+}
+
+
+class NotFoundRoute(errors.TwinferError):
+    """No endpoint at this path (404)."""
+
+
+class MethodNotAllowed(errors.TwinferError):
+    """The path exists but not for this method (405)."""
+
+
+class Forbidden(errors.TwinferError):
+    """An admin endpoint without the admin token (403)."""
+
+
+STATUS_BY_ERROR.update({NotFoundRoute: 404, MethodNotAllowed: 405, Forbidden: 403})
+
+
+def status_for(error: BaseException) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500

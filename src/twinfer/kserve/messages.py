@@ -1,0 +1,123 @@
+"""Server and model metadata, Triton model configuration, statistics and the repository index, as the public
+KServe / Triton protobuf messages (gRPC sends them; HTTP renders them with json_proto)."""
+
+from __future__ import annotations
+
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.grpc import service_pb2 as pb
+
+from twinfer import __version__
+from twinfer.inference.model_config import ModelConfig, TensorConfig
+from twinfer.inference.model_version import ModelVersion
+from twinfer.inference.repository import ServedModel
+
+SERVER_NAME = "twinfer"
+EXTENSIONS = ("model_configuration", "statistics", "model_repository", "binary_tensor_data", "metrics")
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx"}
+
+
+def server_metadata() -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+
+
+def platform_of(config: ModelConfig) -> str:
+    return PLATFORMS.get(config.backend, config.backend)
+
+
+def model_metadata(model: ServedModel, version: ModelVersion) -> pb.ModelMetadataResponse:
+    config = version.config
+
+    def tensor(t: TensorConfig) -> pb.ModelMetadataResponse.TensorMetadata:
+        return pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=config.full_shape(t))
+
+    return pb.ModelMetadataResponse(
+        name=config.name,
+        versions=[str(v) for v in sorted(model.versions)],
+        platform=platform_of(config),
+        inputs=[tensor(t) for t in config.inputs],
+        outputs=[tensor(t) for t in config.outputs],
+    )
+
+
+def triton_config(config: ModelConfig) -> mc.ModelConfig:
+    """twinfer's ModelConfig in Triton's schema (what `GET /v2/models/{m}/config` and perf_analyzer read)."""
+
+    def tensor(cls: type, t: TensorConfig):
+        dtype = "TYPE_STRING" if t.datatype == "BYTES" else f"TYPE_{t.datatype}"
+        return cls(name=t.name, data_type=mc.DataType.Value(dtype), dims=list(t.dims))
+
+    out = mc.ModelConfig(
+        name=config.name,
+        platform=platform_of(config),
+        backend=config.backend,
+        max_batch_size=config.max_batch_size,
+        input=[tensor(mc.ModelInput, t) for t in config.inputs],
+        output=[tensor(mc.ModelOutput, t) for t in config.outputs],
+        instance_group=[mc.ModelInstanceGroup(name=config.name, kind=mc.ModelInstanceGroup.KIND_CPU,
+                                              count=config.instance_count)],
+    )
+    policy = config.version_policy
+    if policy.policy == "all":
+        out.version_policy.all.SetInParent()
+    elif policy.policy == "specific":
+        out.version_policy.specific.versions.extend(policy.versions)
+    else:
+        out.version_policy.latest.num_versions = policy.latest_n
+    if config.dynamic_batching is not None and config.batching:
+        db = config.dynamic_batching
+        out.dynamic_batching.max_queue_delay_microseconds = db.max_queue_delay_us
+        out.dynamic_batching.preferred_batch_size.extend(db.preferred_batch_sizes)
+        out.dynamic_batching.default_queue_policy.max_queue_size = db.max_queue_size
+        out.dynamic_batching.default_queue_policy.default_timeout_microseconds = db.default_timeout_ms * 1000
+    for key, value in config.parameters.items():
+        out.parameters[key].string_value = value
+    return out
+
+
+def model_statistics(version: ModelVersion) -> pb.ModelStatistics:
+    s = version.stats
+
+    def duration(d) -> pb.StatisticDuration:
+        return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+    stats = pb.ModelStatistics(
+        name=version.name,
+        version=str(version.version),
+        last_inference=s.last_inference_ms,
+        inference_count=s.inference_count,
+        execution_count=s.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=duration(s.success),
+            fail=duration(s.failure),
+            queue=duration(s.queue),
+            compute_input=pb.StatisticDuration(count=s.compute.count),
+            compute_infer=duration(s.compute),
+            compute_output=pb.StatisticDuration(count=s.compute.count),
+        ),
+    )
+    for size in sorted(s.batches):
+        b = s.batches[size]
+        stats.batch_stats.add(
+            batch_size=size,
+            compute_input=pb.StatisticDuration(count=b.count),
+            compute_infer=pb.StatisticDuration(count=b.count, ns=b.compute_ns),
+            compute_output=pb.StatisticDuration(count=b.count),
+        )
+    return stats
+
+
+def repository_index(models: list[ServedModel], ready_only: bool = False) -> pb.RepositoryIndexResponse:
+    index = pb.RepositoryIndexResponse()
+    for model in models:
+        if ready_only and model.state != "READY":
+            continue
+        if model.versions:
+            for v in sorted(model.versions):
+                index.models.add(name=model.name, version=str(v), state="READY")
+        else:
+            state = "UNAVAILABLE" if model.state != "LOADING" else "LOADING"
+            index.models.add(name=model.name, state=state, reason=model.reason)
+        for v in sorted(model.failed):
+            if v not in model.versions:
+                index.models.add(name=model.name, version=str(v), state="UNAVAILABLE", reason=model.reason)
+    return index
