@@ -9,6 +9,8 @@ from __future__ import annotations
 import hmac
 import json
 import re
+
+import orjson
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -31,7 +33,7 @@ EMPTY_OK = HttpResponse(200, b"")
 
 
 def json_response(document: Any, status: int = 200) -> HttpResponse:
-    return HttpResponse(status, json.dumps(document, separators=(",", ":")).encode())
+    return HttpResponse(status, orjson.dumps(document))
 
 
 def model_name_from(raw: str) -> str:
