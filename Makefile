@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv models run test proto readme bench-tcp clean
+.PHONY: venv models run test proto readme bench-tcp bench-kserve clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,9 @@ proto: $(STAMP)
 
 readme: $(STAMP)
 	$(BIN)/python tools/readme_config.py
+
+bench-kserve: $(STAMP)
+	$(BIN)/python bench/kserve.py
 
 bench-tcp: $(STAMP)
 	$(BIN)/python bench/tcp_tiny.py

@@ -2,6 +2,11 @@
 
 Twisted runs on the asyncio reactor, so grpc.aio shares the loop with every Twisted protocol: a call awaits the
 facade's Deferred (`Deferred.asFuture`) with no thread hop either way.
+
+Both routes were measured on the 2-core dev machine (tiny model, tritonclient.grpc.aio closed loop at c=8, client
+and server on the same two cores): grpc.aio on the asyncio reactor, 2,403 infer/s (p50 3.2 ms); grpcio's
+thread-pool server (16 threads) handing each call to the reactor with blockingCallFromThread, 1,543 infer/s
+(p50 5.1 ms). The asyncio route stays.
 """
 
 from __future__ import annotations

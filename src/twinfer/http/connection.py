@@ -86,6 +86,8 @@ class HttpConnection(Protocol):
     # --- lifecycle ----------------------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)  # small RPC answers: never wait for Nagle
         self.factory.connections += 1
         self._last_seen = self._clock.seconds()
         self._idle_call = self._clock.callLater(self.factory.idle_timeout_s, self._check_idle)

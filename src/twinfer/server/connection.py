@@ -59,6 +59,8 @@ class GameConnection(Protocol):
     # --- connection lifecycle ----------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)  # small RPC answers: never wait for Nagle
         peer = self.transport.getPeer()
         self.session = Session(self, f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}")
         self.factory.context.sessions.add(self.session)
