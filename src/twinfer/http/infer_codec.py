@@ -7,11 +7,11 @@ tensors, in input order, of every input whose parameters carry `binary_data_size
 
 from __future__ import annotations
 
-import orjson
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from twinfer.errors import InvalidInput
 from twinfer.inference.datatypes import from_numpy_dtype

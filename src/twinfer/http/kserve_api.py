@@ -9,12 +9,11 @@ from __future__ import annotations
 import hmac
 import json
 import re
-
-import orjson
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
 from twisted.internet.defer import Deferred
 
 from twinfer.errors import InvalidInput, ModelNotReady
