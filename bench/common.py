@@ -40,7 +40,7 @@ def running_server(repository: Path, *args: str, timeout_s: float = 60.0):
         ports_file = Path(tmp) / "ports.json"
         log_path = Path(tmp) / "server.log"
         cmd = [sys.executable, "-m", "twinfer", "serve", "--model-repository", str(repository),
-               "--host", "127.0.0.1", "--tcp-port", "0", "--http-port", "0", "--grpc-port", "0",
+               "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0", "--http-port", "0", "--grpc-port", "0",
                "--metrics-port", "0", "--ports-file", str(ports_file),
                "--insecure-dev", "--log-level", "warn", *args]
         env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}

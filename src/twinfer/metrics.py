@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from twinfer.inference.facade import InferenceFacade
+from twinfer.streaming.manager import StreamManager
+from twinfer.streaming.stats import LATENCY_BUCKETS_S
 
 # name, help: the README's metrics table is checked against this list.
 METRICS: tuple[tuple[str, str], ...] = (
@@ -30,14 +32,24 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("twinfer_sessions", "open game-protocol (TCP) sessions"),
     ("twinfer_sessions_logged_in", "game-protocol sessions that have logged in"),
     ("twinfer_http_connections", "open KServe HTTP connections"),
+    ("twinfer_streams_open", "streams open now"),
+    ("twinfer_stream_frames_total", "stream frames by event (in, out, skipped, failed); all streams, closed included"),
+    ("twinfer_stream_frames_in_total", "complete authentic frames received, per open stream (label stream)"),
+    ("twinfer_stream_frames_out_total", "frames whose results were sent, per open stream"),
+    ("twinfer_stream_frames_skipped_total", "frames replaced by a newer one before they ran, per open stream"),
+    ("twinfer_stream_datagrams_dropped_total", "stream datagrams dropped, by reason (forged, replayed, malformed, "
+                                               "oversized, unknown_stream...)"),
+    ("twinfer_stream_latency_seconds", "frame-in (complete at the server) -> result datagram out, histogram"),
 )
 HELP = dict(METRICS)
 
 
 class TwinferCollector:
-    def __init__(self, facade: InferenceFacade, gauges: dict[str, Callable[[], float]]) -> None:
+    def __init__(self, facade: InferenceFacade, gauges: dict[str, Callable[[], float]],
+                 streams: StreamManager | None = None) -> None:
         self._facade = facade
         self._gauges = gauges
+        self._streams = streams
 
     def collect(self) -> Iterator[Metric]:
         labels = ["model", "version"]
@@ -72,11 +84,51 @@ class TwinferCollector:
         yield from (success, failure, rows, execs, request_time, queue_time, compute_time, batches, in_flight, ready)
         for name, read in self._gauges.items():
             yield GaugeMetricFamily(name, HELP[name], value=read())
+        if self._streams is not None:
+            yield from self._stream_metrics(self._streams)
+
+    def _stream_metrics(self, manager: StreamManager) -> Iterator[Metric]:
+        streams = list(manager.streams.values())
+        yield GaugeMetricFamily("twinfer_streams_open", HELP["twinfer_streams_open"], value=len(streams))
+        totals = dict(manager.closed_stats)
+        dropped = dict(manager.dropped)
+        per_stream = {name: CounterMetricFamily(name.removesuffix("_total"), HELP[name], labels=["stream"]) for name in
+                      ("twinfer_stream_frames_in_total", "twinfer_stream_frames_out_total",
+                       "twinfer_stream_frames_skipped_total")}
+        buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        latency_sum = 0.0
+        for stream in streams:
+            s, label = stream.stats, [str(stream.id)]
+            for key, value in (("frames_in", s.frames_in), ("frames_out", s.frames_out),
+                               ("frames_skipped", s.frames_skipped), ("frames_failed", s.frames_failed)):
+                totals[key] = totals.get(key, 0) + value
+            per_stream["twinfer_stream_frames_in_total"].add_metric(label, s.frames_in)
+            per_stream["twinfer_stream_frames_out_total"].add_metric(label, s.frames_out)
+            per_stream["twinfer_stream_frames_skipped_total"].add_metric(label, s.frames_skipped)
+            for reason, count in s.dropped.items():
+                dropped[reason] = dropped.get(reason, 0) + count
+            buckets = [a + b for a, b in zip(buckets, s.latency.counts)]
+            latency_sum += s.latency.total_s
+        frames = CounterMetricFamily("twinfer_stream_frames", HELP["twinfer_stream_frames_total"], labels=["event"])
+        for key in ("frames_in", "frames_out", "frames_skipped", "frames_failed"):
+            frames.add_metric([key.removeprefix("frames_")], totals.get(key, 0))
+        drops = CounterMetricFamily("twinfer_stream_datagrams_dropped", HELP["twinfer_stream_datagrams_dropped_total"],
+                                    labels=["reason"])
+        for reason, count in sorted(dropped.items()):
+            drops.add_metric([reason], count)
+        cumulative, running = [], 0
+        for bound, count in zip([*map(str, LATENCY_BUCKETS_S), "+Inf"], buckets):
+            running += count
+            cumulative.append((bound, running))
+        latency = HistogramMetricFamily("twinfer_stream_latency_seconds", HELP["twinfer_stream_latency_seconds"],
+                                        buckets=cumulative, sum_value=latency_sum)
+        yield from (frames, *per_stream.values(), drops, latency)
 
 
-def build_registry(facade: InferenceFacade, gauges: dict[str, Callable[[], float]]) -> CollectorRegistry:
+def build_registry(facade: InferenceFacade, gauges: dict[str, Callable[[], float]],
+                   streams: StreamManager | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TwinferCollector(facade, gauges))
+    registry.register(TwinferCollector(facade, gauges, streams))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

@@ -87,6 +87,25 @@ class Client:
         return self._call(lambda rid: messages.build_model_metadata(rid, model, version),
                           lambda m: messages.check(m).model_metadata)
 
+    def open_stream(self, request: game_pb2.OpenStreamRequest) -> game_pb2.OpenStreamResponse:
+        return self._call(lambda rid: messages.build_body(rid, "open_stream", request),
+                          lambda m: messages.check(m).open_stream)
+
+    def close_stream(self, stream_id: int) -> game_pb2.StreamAck:
+        request = game_pb2.CloseStreamRequest(stream_id=stream_id)
+        return self._call(lambda rid: messages.build_body(rid, "close_stream", request),
+                          lambda m: messages.check(m).stream_ack)
+
+    def subscribe(self, stream_id: int, target: game_pb2.StreamTarget) -> game_pb2.StreamAck:
+        request = game_pb2.SubscribeRequest(stream_id=stream_id, target=target)
+        return self._call(lambda rid: messages.build_body(rid, "subscribe", request),
+                          lambda m: messages.check(m).stream_ack)
+
+    def unsubscribe(self, stream_id: int, target: game_pb2.StreamTarget) -> game_pb2.StreamAck:
+        request = game_pb2.UnsubscribeRequest(stream_id=stream_id, target=target)
+        return self._call(lambda rid: messages.build_body(rid, "unsubscribe", request),
+                          lambda m: messages.check(m).stream_ack)
+
     def ping(self) -> float:
         """Round-trip time in seconds."""
         return self._call(messages.build_ping, messages.ping_seconds)

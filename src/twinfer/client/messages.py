@@ -61,6 +61,13 @@ def build_infer(
     return frame(msg)
 
 
+def build_body(request_id: int, field: str, body) -> bytes:
+    """Any request whose body is a ready-made message (stream control)."""
+    msg = game_pb2.ClientMessage(request_id=request_id)
+    getattr(msg, field).CopyFrom(body)
+    return frame(msg)
+
+
 def decode_reply(body: bytes) -> game_pb2.ServerMessage:
     msg = game_pb2.ServerMessage()
     msg.ParseFromString(body)

@@ -49,6 +49,12 @@ class Settings(_Section):
     max_inflight_per_session: int = Field(256, ge=1, description="requests one connection may have in flight")
     idle_timeout_s: float = Field(60.0, gt=0, description="close a connection silent this long (pings count)")
     login_timeout_s: float = Field(10.0, gt=0, description="with auth on, a connection must log in within this")
+    advertised_host: str = Field("", description="UDP address told to stream clients (empty = host, or 127.0.0.1 "
+                                 "when host is 0.0.0.0); in Kubernetes, the pod's reachable address")
+    stream_heartbeat_timeout_s: float = Field(5.0, gt=0, description="close a stream silent this long (no frame, "
+                                              "no heartbeat)")
+    max_datagram_bytes: int = Field(65000, ge=128, le=65507, description="largest stream datagram accepted")
+    max_streams: int = Field(1024, ge=1, description="streams open at once in one process")
     repository_poll_s: float = Field(2.0, ge=0, description="seconds between repository scans (0 = no hot reload)")
     drain_timeout_s: float = Field(10.0, ge=0, description="on SIGTERM, wait this long for requests in flight")
 

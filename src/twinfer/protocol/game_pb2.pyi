@@ -102,21 +102,131 @@ class InferRequest(_message.Message):
     timeout_ms: int
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
+class StreamTarget(_message.Message):
+    __slots__ = ("kind", "host", "port", "subject")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    host: str
+    port: int
+    subject: str
+    def __init__(self, kind: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., subject: _Optional[str] = ...) -> None: ...
+
+class OpenStreamRequest(_message.Message):
+    __slots__ = ("model", "version", "pixel_format", "width", "height", "targets", "smoothing", "min_cutoff", "beta", "d_cutoff")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    SMOOTHING_FIELD_NUMBER: _ClassVar[int]
+    MIN_CUTOFF_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    D_CUTOFF_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    pixel_format: str
+    width: int
+    height: int
+    targets: _containers.RepeatedCompositeFieldContainer[StreamTarget]
+    smoothing: bool
+    min_cutoff: float
+    beta: float
+    d_cutoff: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., pixel_format: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[StreamTarget, _Mapping]]] = ..., smoothing: _Optional[bool] = ..., min_cutoff: _Optional[float] = ..., beta: _Optional[float] = ..., d_cutoff: _Optional[float] = ...) -> None: ...
+
+class OpenStreamResponse(_message.Message):
+    __slots__ = ("stream_id", "udp_host", "udp_port", "key", "labels", "max_datagram_bytes", "heartbeat_timeout_s")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    UDP_HOST_FIELD_NUMBER: _ClassVar[int]
+    UDP_PORT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DATAGRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    udp_host: str
+    udp_port: int
+    key: bytes
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    max_datagram_bytes: int
+    heartbeat_timeout_s: float
+    def __init__(self, stream_id: _Optional[int] = ..., udp_host: _Optional[str] = ..., udp_port: _Optional[int] = ..., key: _Optional[bytes] = ..., labels: _Optional[_Iterable[str]] = ..., max_datagram_bytes: _Optional[int] = ..., heartbeat_timeout_s: _Optional[float] = ...) -> None: ...
+
+class CloseStreamRequest(_message.Message):
+    __slots__ = ("stream_id",)
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    def __init__(self, stream_id: _Optional[int] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("stream_id", "target")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    target: StreamTarget
+    def __init__(self, stream_id: _Optional[int] = ..., target: _Optional[_Union[StreamTarget, _Mapping]] = ...) -> None: ...
+
+class UnsubscribeRequest(_message.Message):
+    __slots__ = ("stream_id", "target")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    target: StreamTarget
+    def __init__(self, stream_id: _Optional[int] = ..., target: _Optional[_Union[StreamTarget, _Mapping]] = ...) -> None: ...
+
+class StreamAck(_message.Message):
+    __slots__ = ("stream_id", "targets")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    targets: int
+    def __init__(self, stream_id: _Optional[int] = ..., targets: _Optional[int] = ...) -> None: ...
+
+class StreamResult(_message.Message):
+    __slots__ = ("stream_id", "sequence", "capture_time_ns", "send_time_ns", "values", "labels", "model_version")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    SEND_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    sequence: int
+    capture_time_ns: int
+    send_time_ns: int
+    values: _containers.RepeatedScalarFieldContainer[float]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    model_version: str
+    def __init__(self, stream_id: _Optional[int] = ..., sequence: _Optional[int] = ..., capture_time_ns: _Optional[int] = ..., send_time_ns: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., labels: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
 class ClientMessage(_message.Message):
-    __slots__ = ("request_id", "login", "ping", "list_models", "model_metadata", "infer")
+    __slots__ = ("request_id", "login", "ping", "list_models", "model_metadata", "infer", "open_stream", "close_stream", "subscribe", "unsubscribe")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOGIN_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     LIST_MODELS_FIELD_NUMBER: _ClassVar[int]
     MODEL_METADATA_FIELD_NUMBER: _ClassVar[int]
     INFER_FIELD_NUMBER: _ClassVar[int]
+    OPEN_STREAM_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_STREAM_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     login: LoginRequest
     ping: PingRequest
     list_models: ListModelsRequest
     model_metadata: ModelMetadataRequest
     infer: InferRequest
-    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsRequest, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataRequest, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ...) -> None: ...
+    open_stream: OpenStreamRequest
+    close_stream: CloseStreamRequest
+    subscribe: SubscribeRequest
+    unsubscribe: UnsubscribeRequest
+    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsRequest, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataRequest, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ..., open_stream: _Optional[_Union[OpenStreamRequest, _Mapping]] = ..., close_stream: _Optional[_Union[CloseStreamRequest, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ...) -> None: ...
 
 class LoginResponse(_message.Message):
     __slots__ = ("session_id", "user", "expires_at_unix")
@@ -201,7 +311,7 @@ class Kicked(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("request_id", "login", "pong", "list_models", "model_metadata", "infer", "error", "kicked")
+    __slots__ = ("request_id", "login", "pong", "list_models", "model_metadata", "infer", "error", "kicked", "open_stream", "stream_ack")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOGIN_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +320,8 @@ class ServerMessage(_message.Message):
     INFER_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     KICKED_FIELD_NUMBER: _ClassVar[int]
+    OPEN_STREAM_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ACK_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     login: LoginResponse
     pong: Pong
@@ -218,4 +330,6 @@ class ServerMessage(_message.Message):
     infer: InferResponse
     error: Error
     kicked: Kicked
-    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginResponse, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResponse, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataResponse, _Mapping]] = ..., infer: _Optional[_Union[InferResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., kicked: _Optional[_Union[Kicked, _Mapping]] = ...) -> None: ...
+    open_stream: OpenStreamResponse
+    stream_ack: StreamAck
+    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginResponse, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResponse, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataResponse, _Mapping]] = ..., infer: _Optional[_Union[InferResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., kicked: _Optional[_Union[Kicked, _Mapping]] = ..., open_stream: _Optional[_Union[OpenStreamResponse, _Mapping]] = ..., stream_ack: _Optional[_Union[StreamAck, _Mapping]] = ...) -> None: ...

@@ -31,6 +31,8 @@ from twinfer.server.commands import ServerContext, default_registry
 from twinfer.server.connection import ConnectionLimits, GameServerFactory
 from twinfer.server.sessions import SessionRegistry
 from twinfer.server.tokens import Authenticator
+from twinfer.streaming.endpoint import StreamEndpoint
+from twinfer.streaming.manager import StreamManager
 
 log = Logger()
 
@@ -42,6 +44,12 @@ def write_ports_file(path: Path, ports: dict[str, int]) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(ports, f)
     os.replace(tmp, path)
+
+
+def advertised_host(settings: Settings) -> str:
+    if settings.advertised_host:
+        return settings.advertised_host
+    return "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
 
 
 class TwinferServer:
@@ -59,7 +67,12 @@ class TwinferServer:
         )
         self.facade = InferenceFacade(self.repository)
         self.sessions = SessionRegistry()
-        self.context = ServerContext(self.facade, self.sessions, Authenticator(settings.auth.token_secret), reactor)
+        self.streams = StreamManager(
+            self.facade, reactor, ReactorThreads(reactor).run_io, advertised_host(settings),
+            settings.stream_heartbeat_timeout_s, settings.max_datagram_bytes, settings.max_streams,
+        ) if settings.udp_port >= 0 else None
+        self.context = ServerContext(self.facade, self.sessions, Authenticator(settings.auth.token_secret), reactor,
+                                     self.streams)
         self.tcp_factory = GameServerFactory(
             self.context,
             default_registry(self.context),
@@ -74,7 +87,7 @@ class TwinferServer:
             "twinfer_sessions": lambda: len(self.sessions),
             "twinfer_sessions_logged_in": lambda: self.sessions.logged_in,
             "twinfer_http_connections": lambda: self.http_factory.connections,
-        })
+        }, self.streams)
         metrics = exposition(self.metrics_registry)
         self.http_factory = HttpFactory(
             KServeHttpApi(self.facade, settings.auth.admin_token, metrics),
@@ -110,6 +123,11 @@ class TwinferServer:
                 port = yield self._endpoint(port_number).listen(factory)
                 self._listeners.append(port)
                 self.ports[key] = port.getHost().port
+        if self.streams is not None:
+            udp = self.reactor.listenUDP(self.settings.udp_port, StreamEndpoint(self.streams),
+                                         interface=self.settings.host, maxPacketSize=65535)
+            self._listeners.append(udp)
+            self.ports["udp"] = udp.getHost().port
         if self.settings.grpc_port >= 0:
             from twinfer.grpc.service import start_grpc_server
 
@@ -134,6 +152,8 @@ class TwinferServer:
         if timeout.active():
             timeout.cancel()
         self.tcp_factory.close_all("server shutting down")
+        if self.streams is not None:
+            self.streams.stop()
         if self._grpc_server is not None:
             yield Deferred.fromFuture(asyncio.ensure_future(self._grpc_server.stop(1.0)))
         yield DeferredList([maybeDeferred(p.stopListening) for p in self._listeners])

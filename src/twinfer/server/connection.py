@@ -76,6 +76,8 @@ class GameConnection(Protocol):
                 call.cancel()
         if self.session is not None:
             self.factory.context.sessions.remove(self.session)
+            if self.factory.context.streams is not None:
+                self.factory.context.streams.close_owned_by(self.session)
 
     def _check_idle(self) -> None:
         self._idle_call = None

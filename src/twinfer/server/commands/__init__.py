@@ -8,6 +8,12 @@ from twinfer.server.commands.login import LoginCommand
 from twinfer.server.commands.model_metadata import ModelMetadataCommand
 from twinfer.server.commands.models import ListModelsCommand
 from twinfer.server.commands.ping import PingCommand
+from twinfer.server.commands.streams import (
+    CloseStreamCommand,
+    OpenStreamCommand,
+    SubscribeCommand,
+    UnsubscribeCommand,
+)
 
 COMMANDS: tuple[type[Command], ...] = (
     LoginCommand,
@@ -15,6 +21,10 @@ COMMANDS: tuple[type[Command], ...] = (
     ListModelsCommand,
     ModelMetadataCommand,
     InferCommand,
+    OpenStreamCommand,
+    CloseStreamCommand,
+    SubscribeCommand,
+    UnsubscribeCommand,
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -18,17 +18,28 @@ from twinfer.protocol import game_pb2
 from twinfer.server.sessions import Session, SessionRegistry
 from twinfer.server.tokens import Authenticator
 
+if TYPE_CHECKING:
+    from twinfer.streaming.manager import StreamManager
+
 Reply = game_pb2.ServerMessage
 
 
 @dataclass(slots=True)
 class ServerContext:
-    """What commands may use: the facade, the sessions, the login policy and the clock."""
+    """What commands may use: the facade, the sessions, the login policy, the clock and the streams."""
 
     facade: InferenceFacade
     sessions: SessionRegistry
     auth: Authenticator
     clock: IReactorTime
+    streams: StreamManager | None = None
+
+    def stream_manager(self) -> StreamManager:
+        from twinfer.errors import Unavailable
+
+        if self.streams is None:
+            raise Unavailable("streams are disabled on this server (udp_port is -1)")
+        return self.streams
 
 
 class Command(ABC):

@@ -1,0 +1,1 @@
+"""Frame sources for the capture side (`twinfer stream`) and for training data."""

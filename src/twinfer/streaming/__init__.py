@@ -1,0 +1,1 @@
+"""Real-time streams: frames in over UDP, one inference per frame, results out over UDP to game engines."""

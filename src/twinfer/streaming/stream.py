@@ -1,0 +1,155 @@
+"""One stream: authenticated frames in, at most one frame running and one waiting (the latest wins), results
+postprocessed and fanned out to every receiver with one inference per frame, in frame order."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twinfer.inference.facade import InferenceFacade
+from twinfer.inference.types import InferenceRequest, InferenceResult
+from twinfer.streaming.datagram import KIND_HEARTBEAT, Datagram
+from twinfer.streaming.one_euro import OneEuroFilter
+from twinfer.streaming.outputs import FORMATS, FrameResult, OutputFormat
+from twinfer.streaming.preprocess import ImageLayout, preprocess
+from twinfer.streaming.reassembly import FrameAssembler
+from twinfer.streaming.stats import StreamStats
+
+log = Logger()
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kind: str
+    host: str
+    port: int
+    subject: str = "twinfer"
+
+
+@dataclass(slots=True)
+class _Frame:
+    sequence: int
+    capture_time_ns: int
+    pixels: bytes
+    received_at: float  # perf_counter, for frame-in -> datagram-out latency
+
+
+class Stream:
+    def __init__(
+        self,
+        stream_id: int,
+        owner: Any,
+        model: str,
+        version: str | None,
+        pixel_format: str,
+        width: int,
+        height: int,
+        layout: ImageLayout,
+        batched: bool,
+        output_name: str,
+        labels: tuple[str, ...],
+        smoothing: OneEuroFilter | None,
+        facade: InferenceFacade,
+        run_blocking: Callable[..., Any],
+        send: Callable[[bytes, Address], None],
+        now: float,
+    ) -> None:
+        self.id = stream_id
+        self.owner = owner
+        self.key = os.urandom(32)
+        self.model, self.version = model, version
+        self.pixel_format, self.width, self.height = pixel_format, width, height
+        self._layout, self._batched = layout, batched
+        self._output_name, self.labels = output_name, labels
+        self._smoothing = smoothing
+        self._facade = facade
+        self._run_blocking = run_blocking
+        self._send = send
+        self.assembler = FrameAssembler(max_frame_bytes=width * height * 3 + 1)
+        self.stats = StreamStats()
+        self.targets: dict[Target, OutputFormat] = {}
+        self.last_heard = now
+        self.closed = False
+        self._running = False
+        self._waiting: _Frame | None = None
+
+    # --- receivers ----------------------------------------------------------------------------------------------
+
+    def add_target(self, target: Target) -> None:
+        if target not in self.targets:
+            self.targets[target] = FORMATS[target.kind](target.subject)
+
+    def remove_target(self, target: Target) -> bool:
+        return self.targets.pop(target, None) is not None
+
+    # --- frames in ----------------------------------------------------------------------------------------------
+
+    def datagram(self, d: Datagram, now: float) -> None:
+        """An authentic datagram (tag checked); raises DatagramError for replays and malformed fragments."""
+        if d.kind == KIND_HEARTBEAT:
+            self.assembler.heartbeat(d)
+            self.last_heard = now
+            return
+        done = self.assembler.add(d)
+        self.last_heard = now
+        if done is None:
+            return
+        sequence, capture, pixels = done
+        self.stats.frames_in += 1
+        frame = _Frame(sequence, capture, pixels, time.perf_counter())
+        if self._running:
+            if self._waiting is not None:
+                self.stats.frames_skipped += 1
+            self._waiting = frame  # latest frame wins
+        else:
+            self._start(frame)
+
+    def _start(self, frame: _Frame) -> None:
+        self._running = True
+        d = self._run_blocking(preprocess, frame.pixels, self.pixel_format, self.width, self.height, self._layout,
+                               self._batched)
+        d.addCallback(lambda tensor: self._facade.infer(
+            InferenceRequest(self.model, {self._layout.input_name: tensor}, self.version, [self._output_name])))
+        d.addCallbacks(self._inferred, self._failed, callbackArgs=(frame,), errbackArgs=(frame,))
+        d.addBoth(self._next)
+
+    def _inferred(self, result: InferenceResult, frame: _Frame) -> None:
+        if self.closed:
+            return
+        values = np.asarray(result.outputs[self._output_name], dtype=np.float32).reshape(-1)
+        values = np.clip(values, 0.0, 1.0)
+        if self._smoothing is not None:
+            values = self._smoothing(values, frame.capture_time_ns / 1e9).astype(np.float32)
+        out = FrameResult(self.id, frame.sequence, frame.capture_time_ns, time.time_ns(), values, self.labels,
+                          result.version)
+        encoded: dict[type, list[bytes]] = {}
+        for target, fmt in list(self.targets.items()):
+            key = (type(fmt), fmt.subject)
+            datagrams = encoded.get(key)
+            if datagrams is None:
+                datagrams = encoded[key] = fmt.encode(out)
+            for datagram in datagrams:
+                self._send(datagram, (target.host, target.port))
+                self.stats.datagrams_out += 1
+        self.stats.frames_out += 1
+        self.stats.latency.observe(time.perf_counter() - frame.received_at)
+
+    def _failed(self, failure: Failure, frame: _Frame) -> None:
+        self.stats.frames_failed += 1
+        if self.stats.frames_failed in (1, 10, 100) or self.stats.frames_failed % 1000 == 0:
+            log.warn("stream {id}: frame {seq} failed ({n} so far): {error}", id=self.id, seq=frame.sequence,
+                     n=self.stats.frames_failed, error=failure.getErrorMessage())
+
+    def _next(self, _: object) -> None:
+        self._running = False
+        if self._waiting is not None and not self.closed:
+            frame, self._waiting = self._waiting, None
+            self._start(frame)

@@ -1,0 +1,201 @@
+"""Streams end to end: a real server, real UDP sockets, python-osc as the VMC receiver, struct for Live Link."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_server import BlockingOSCUDPServer
+
+from tests.e2e.conftest import wait_until
+from twinfer.arkit import ARKIT_BLENDSHAPES
+from twinfer.client import Client
+from twinfer.client.streams import StreamSender, target
+from twinfer.demo_models import build_repository
+from twinfer.protocol import game_pb2
+from twinfer.sources.synthetic_face import synthetic_frames
+from twinfer.streaming import datagram as dg
+
+pytestmark = pytest.mark.e2e
+
+
+class VmcReceiver:
+    """An independent VMC receiver: python-osc collects /VMC/Ext/Blend/Val until each /VMC/Ext/Blend/Apply."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, object]] = []
+        self._current: dict[str, object] = {}
+        dispatcher = Dispatcher()
+        dispatcher.map("/VMC/Ext/Blend/Val", self._value)
+        dispatcher.map("/VMC/Ext/Blend/Apply", self._apply)
+        self.server = BlockingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _value(self, address: str, name: str, value: object) -> None:
+        self._current[name] = value
+
+    def _apply(self, address: str) -> None:
+        self.frames.append(self._current)
+        self._current = {}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def udp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(10)
+    return sock
+
+
+@pytest.fixture
+def face_server(tmp_path, server_factory):
+    repo = tmp_path / "repo"
+    build_repository(repo)
+    server = server_factory(repo, "--insecure-dev", env={"TWINFER_STREAM_HEARTBEAT_TIMEOUT_S": "2"})
+    yield server
+    assert server.stop() == 0
+
+
+def send_at(sender: StreamSender, fps: float, seconds: float) -> int:
+    """Send synthetic frames paced at `fps` for `seconds`; returns how many were sent."""
+    frames = synthetic_frames(fps)
+    start = time.monotonic()
+    sent = 0
+    while sent < int(fps * seconds):
+        delay = start + sent / fps - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)  # pacing the capture clock, not waiting for a result
+        image, _ = next(frames)
+        sender.send_frame(image)
+        sent += 1
+    return sent
+
+
+def test_vmc_receiver_gets_every_shape_of_nearly_every_frame_at_60fps(face_server):
+    receiver = VmcReceiver()
+    try:
+        with Client("127.0.0.1", face_server.tcp) as client:
+            sender = StreamSender(client, "face_blendshapes", 256, 256,
+                                  targets=[target("vmc", f"127.0.0.1:{receiver.port}")])
+            assert sender.labels == list(ARKIT_BLENDSHAPES)
+            sent = send_at(sender, 60, 5)
+            wait_until(lambda: len(receiver.frames) >= 0.9 * sent, timeout=10, what="90% of frames at the receiver")
+            sender.close()
+        assert len(receiver.frames) >= 0.9 * sent
+        for frame in receiver.frames:
+            assert set(frame) == set(ARKIT_BLENDSHAPES)
+            assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in frame.values())
+    finally:
+        receiver.close()
+
+
+def test_live_link_packet_parses_with_struct(face_server):
+    sock = udp_socket()
+    with Client("127.0.0.1", face_server.tcp) as client:
+        sender = StreamSender(client, "face_blendshapes", 128, 96, pixel_format="RGB8",
+                              targets=[game_pb2.StreamTarget(kind="livelink", host="127.0.0.1",
+                                                             port=sock.getsockname()[1], subject="Stage Left")])
+        sender.send_frame(np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8))
+        packet, _ = sock.recvfrom(65535)
+        sender.close()
+    version = packet[0]
+    (n,) = struct.unpack_from(">i", packet, 1)
+    device = packet[5 : 5 + n].decode()
+    offset = 5 + n
+    (n,) = struct.unpack_from(">i", packet, offset)
+    subject = packet[offset + 4 : offset + 4 + n].decode()
+    offset += 4 + n
+    frame, sub_frame, numerator, denominator, count = struct.unpack_from(">ifiiB", packet, offset)
+    values = struct.unpack_from(f">{count}f", packet, offset + 17)
+    assert (version, subject, count, numerator, denominator) == (6, "Stage Left", 61, 60, 1)
+    assert device.startswith("twinfer-") and frame > 0 and 0 <= sub_frame < 1
+    assert len(packet) == offset + 17 + 4 * 61
+    assert all(0.0 <= v <= 1.0 for v in values[:52]) and any(v > 0 for v in values[:52])
+    assert values[52:] == (0.0,) * 9
+
+
+def test_forged_replayed_oversized_and_random_datagrams_are_dropped_and_the_stream_goes_on(face_server):
+    sock = udp_socket()
+    port = sock.getsockname()[1]
+    with Client("127.0.0.1", face_server.tcp) as client:
+        sender = StreamSender(client, "face_blendshapes", 64, 64, targets=[target("native", f"127.0.0.1:{port}")])
+        udp = (sender.info.udp_host, sender.info.udp_port)
+        image = np.full((64, 64), 128, np.uint8)
+        sender.send_frame(image)
+        first = game_pb2.StreamResult.FromString(sock.recvfrom(65535)[0])
+        assert first.sequence == 1 and len(first.values) == 52 and first.stream_id == sender.stream_id
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        key = bytes(sender.info.key)
+        good = dg.fragment_frame(key, sender.stream_id, 2, time.time_ns(), image.tobytes(), 65000)[0]
+        forged = dg.fragment_frame(b"x" * 32, sender.stream_id, 3, time.time_ns(), image.tobytes(), 65000)[0]
+        raw.sendto(good, udp)
+        assert game_pb2.StreamResult.FromString(sock.recvfrom(65535)[0]).sequence == 2
+        raw.sendto(good, udp)  # replay
+        raw.sendto(forged, udp)
+        raw.sendto(b"\x01" + bytes(60), udp)  # right version, wrong everything else
+        raw.sendto(bytes(np.random.default_rng(2).integers(0, 255, 500, dtype=np.uint8)), udp)
+        raw.sendto(b"\x01" * 65500, udp)  # oversized for the server's 65000-byte limit
+        raw.sendto(dg.fragment_frame(key, 99999, 1, 0, b"abc", 65000)[0], udp)  # unknown stream
+        sender._sequence = iter(range(10, 10_000))  # noqa: SLF001 - skip ahead past the replayed numbers
+        sender.send_frame(image)
+        assert game_pb2.StreamResult.FromString(sock.recvfrom(65535)[0]).sequence == 10
+
+        def dropped() -> dict[str, float]:
+            import urllib.request
+
+            text = urllib.request.urlopen(f"http://{face_server.http}/metrics", timeout=10).read().decode()
+            out = {}
+            for line in text.splitlines():
+                if line.startswith("twinfer_stream_datagrams_dropped_total{"):
+                    out[line.split('reason="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+            return out
+
+        counts = wait_until(lambda: (d := dropped()) and sum(d.values()) >= 6 and d, what="drops counted")
+        assert counts["replayed"] >= 1 and counts["forged"] >= 1 and counts["oversized"] >= 1
+        assert counts["malformed"] >= 1 and counts["unknown_stream"] >= 1
+        sender.close()
+
+
+def test_two_receivers_get_every_frame_and_the_model_ran_once_per_frame(face_server):
+    a, b = udp_socket(), udp_socket()
+    with Client("127.0.0.1", face_server.tcp) as client:
+        sender = StreamSender(client, "face_blendshapes", 64, 64,
+                              targets=[target("native", f"127.0.0.1:{a.getsockname()[1]}")])
+        assert sender.subscribe(target("native", f"127.0.0.1:{b.getsockname()[1]}")) == 2
+        image = np.zeros((64, 64), np.uint8)
+        for i in range(20):
+            sender.send_frame(image)
+            got_a = game_pb2.StreamResult.FromString(a.recvfrom(65535)[0]).sequence
+            got_b = game_pb2.StreamResult.FromString(b.recvfrom(65535)[0]).sequence
+            assert got_a == got_b == i + 1  # one at a time, so nothing is skipped
+        assert sender.unsubscribe(target("native", f"127.0.0.1:{b.getsockname()[1]}")) == 1
+        sender.close()
+    import tritonclient.http as httpclient
+
+    stats = httpclient.InferenceServerClient(face_server.http).get_inference_statistics("face_blendshapes")
+    assert stats["model_stats"][0]["inference_count"] == 20
+
+
+def test_silent_stream_is_closed_and_heartbeats_keep_one_alive(face_server):
+    with Client("127.0.0.1", face_server.tcp) as client:
+        alive = StreamSender(client, "face_blendshapes", 32, 32)
+        silent = StreamSender(client, "face_blendshapes", 32, 32)
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            alive.heartbeat()
+            time.sleep(0.2)  # heartbeat period of the capture client
+        from twinfer.errors import ModelNotFound
+
+        with pytest.raises(ModelNotFound):
+            client.close_stream(silent.stream_id)
+        alive.close()
