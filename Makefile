@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv models run test proto readme bench-tcp bench-kserve clean
+.PHONY: venv models run test proto readme bench-tcp bench-kserve bench-streams clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,9 @@ readme: $(STAMP)
 
 bench-kserve: $(STAMP)
 	$(BIN)/python bench/kserve.py
+
+bench-streams: $(STAMP)
+	$(BIN)/python bench/streams.py
 
 bench-tcp: $(STAMP)
 	$(BIN)/python bench/tcp_tiny.py

@@ -66,6 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the models a server serves")
     _add_client_args(p)
 
+    p = sub.add_parser("stream", help="capture side: open a stream and send frames over UDP")
+    p.add_argument("--server", default=DEFAULT_SERVER, help=f"HOST:PORT of the game protocol (default {DEFAULT_SERVER})")
+    p.add_argument("--model", default="face_blendshapes")
+    p.add_argument("--source", default="synthetic", help="synthetic | video:FILE | camera:N")
+    p.add_argument("--fps", type=float, default=60.0)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--vmc", action="append", default=[], metavar="HOST:PORT", help="VMC (OSC) receiver")
+    p.add_argument("--livelink", action="append", default=[], metavar="HOST:PORT", help="Live Link Face receiver")
+    p.add_argument("--native", action="append", default=[], metavar="HOST:PORT", help="StreamResult receiver")
+    p.add_argument("--smoothing", action="store_true", help="One Euro filter on the outputs")
+    p.add_argument("--token", help="login token")
+
+    p = sub.add_parser("receive", help="print what a VMC receiver gets (for people without Unity)")
+    p.add_argument("--vmc", type=int, required=True, metavar="PORT", help="UDP port to listen on (VMC: 39539)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+
     p = sub.add_parser("token", help="mint a login token with the server's secret")
     p.add_argument("user")
     p.add_argument("--secret", help="token secret (default: TWINFER_AUTH__TOKEN_SECRET)")
@@ -75,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"serve": cmd_serve, "infer": cmd_infer, "models": cmd_models, "token": cmd_token}[args.command]
+    handler = {"serve": cmd_serve, "infer": cmd_infer, "models": cmd_models, "token": cmd_token,
+               "stream": cmd_stream, "receive": cmd_receive}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
@@ -167,6 +185,20 @@ def cmd_models(args: argparse.Namespace) -> int:
             versions = ",".join(model.versions) or "-"
             print(f"{model.name}\t{model.state}\tversions={versions}\t{model.reason}".rstrip())
     return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from twinfer.streaming.capture import run_capture
+
+    receivers = [(kind, address) for kind in ("vmc", "livelink", "native") for address in getattr(args, kind)]
+    return run_capture(args.server, args.model, args.source, args.fps, args.seconds, receivers, args.token,
+                       args.smoothing)
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    from twinfer.streaming.receiver import run_vmc_receiver
+
+    return run_vmc_receiver(args.host, args.vmc, args.seconds)
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -199,3 +199,32 @@ def test_silent_stream_is_closed_and_heartbeats_keep_one_alive(face_server):
         with pytest.raises(ModelNotFound):
             client.close_stream(silent.stream_id)
         alive.close()
+
+
+def test_cli_stream_into_cli_receive(face_server):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
+    probe = udp_socket()
+    port = probe.getsockname()[1]
+    probe.close()  # a free port for the receiver
+    receiver = subprocess.Popen([sys.executable, "-m", "twinfer", "receive", "--vmc", str(port), "--seconds", "4"],
+                                stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_until(lambda: receiver.stdout.readline().startswith("listening"), what="receiver up")
+        stream = subprocess.run(
+            [sys.executable, "-m", "twinfer", "stream", "--server", f"127.0.0.1:{face_server.tcp}", "--fps", "30",
+             "--seconds", "2", "--vmc", f"127.0.0.1:{port}", "--smoothing"],
+            capture_output=True, text=True, timeout=60, env=env)
+        assert stream.returncode == 0, stream.stderr
+        done = stream.stdout.strip().splitlines()[-1]
+        assert done.startswith("done: sent 60, received") and "latency p50" in done
+        received = int(done.split("received ")[1].split(" ")[0])
+        assert received >= 54
+        out, _ = receiver.communicate(timeout=20)
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+    assert "52 shapes" in out

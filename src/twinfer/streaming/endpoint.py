@@ -9,6 +9,22 @@ from twisted.internet.protocol import DatagramProtocol
 from twinfer.streaming.manager import StreamManager
 
 
+# Frames arrive in bursts of 64 KB datagrams; the kernel default (about 208 KB) drops a burst of four streams.
+RECEIVE_BUFFER_BYTES = 8 * 1024 * 1024
+
+
+def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for a bigger buffer on this socket only (SO_RCVBUFFORCE passes the rmem_max cap when permitted)."""
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return
+        except OSError:
+            pass
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
 class StreamEndpoint(DatagramProtocol):
     def __init__(self, manager: StreamManager) -> None:
         self.manager = manager
@@ -16,6 +32,7 @@ class StreamEndpoint(DatagramProtocol):
     def startProtocol(self) -> None:
         sock = self.transport.socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)  # receivers may be a broadcast address
+        _grow_receive_buffer(sock, RECEIVE_BUFFER_BYTES)
         self.manager.attach(self._send, self.transport.getHost().port)
 
     def _send(self, data: bytes, address: tuple[str, int]) -> None:
