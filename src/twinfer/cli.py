@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 # --- serve ------------------------------------------------------------------------------------------------------
 
 SERVE_OVERRIDES = (
-    "model_repository", "host", "tcp_port", "udp_port", "http_port", "grpc_port", "metrics_port", "workers", "ports_file",
+    "model_repository", "host", "tcp_port", "udp_port", "http_port", "grpc_port", "metrics_port", "workers",
+    "ports_file",
     "log_format", "log_level", "insecure_dev", "repository_poll_s",
 )
 

@@ -51,7 +51,8 @@ def start_server(tmp_path: Path, repository: Path, *args: str, env: dict[str, st
     cmd = [
         sys.executable, "-m", "twinfer", "serve",
         "--model-repository", str(repository),
-        "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
+        "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0", "--http-port", "0", "--grpc-port", "0",
+        "--metrics-port", "0",
         "--ports-file", str(ports_file),
         *args,
     ]

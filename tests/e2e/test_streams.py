@@ -228,3 +228,20 @@ def test_cli_stream_into_cli_receive(face_server):
         if receiver.poll() is None:
             receiver.kill()
     assert "52 shapes" in out
+
+
+def test_jpeg_frames_stream_too(face_server):
+    import io
+
+    from PIL import Image
+
+    sock = udp_socket()
+    buffer = io.BytesIO()
+    Image.fromarray(next(synthetic_frames(60))[0]).save(buffer, format="JPEG", quality=80)
+    with Client("127.0.0.1", face_server.tcp) as client:
+        sender = StreamSender(client, "face_blendshapes", 256, 256, pixel_format="JPEG",
+                              targets=[target("native", f"127.0.0.1:{sock.getsockname()[1]}")])
+        sender.send_frame(buffer.getvalue())
+        result = game_pb2.StreamResult.FromString(sock.recvfrom(65535)[0])
+        sender.close()
+    assert result.sequence == 1 and len(result.values) == 52 and list(result.labels) == list(ARKIT_BLENDSHAPES)

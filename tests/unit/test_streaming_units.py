@@ -140,3 +140,20 @@ def test_preprocess_converts_channels_resizes_and_normalises():
     np.testing.assert_allclose(tensor, 0.299, rtol=1e-5)
     with pytest.raises(Exception, match="needs 192"):
         preprocess(b"\0" * 10, "RGB8", 8, 8, layout, batched=True)
+
+
+def test_jpeg_frames_decode_to_the_model_input_and_garbage_is_refused():
+    import io
+
+    from PIL import Image
+
+    config = ModelConfig(name="f", max_batch_size=8,
+                         inputs=(TensorConfig(name="image", datatype="FP32", dims=(1, 16, 16)),),
+                         outputs=(TensorConfig(name="y", datatype="FP32", dims=(2,)),))
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((32, 48, 3), 200, np.uint8)).save(buffer, format="JPEG", quality=95)
+    tensor = preprocess(buffer.getvalue(), "JPEG", 0, 0, image_layout(config), batched=True)
+    assert tensor.shape == (1, 1, 16, 16)
+    np.testing.assert_allclose(tensor, 200 / 255, atol=0.02)
+    with pytest.raises(Exception, match="not a readable JPEG"):
+        preprocess(b"\xff\xd8garbage", "JPEG", 0, 0, image_layout(config), batched=True)

@@ -38,12 +38,15 @@ class StreamSender:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
         self.last_sent = time.monotonic()
 
-    def send_frame(self, image: np.ndarray, capture_time_ns: int | None = None) -> int:
-        """Sign, fragment and send one frame; returns its sequence number."""
+    def send_frame(self, image: np.ndarray | bytes, capture_time_ns: int | None = None) -> int:
+        """Sign, fragment and send one frame (pixels, or JPEG bytes); returns its sequence number."""
         sequence = next(self._sequence)
         capture = capture_time_ns if capture_time_ns is not None else time.time_ns()
-        for datagram in dg.fragment_frame(self._key, self.stream_id, sequence, capture,
-                                          np.ascontiguousarray(image, np.uint8).tobytes(),
+        if isinstance(image, (bytes, bytearray)):
+            payload = bytes(image)
+        else:
+            payload = np.ascontiguousarray(image, np.uint8).tobytes()
+        for datagram in dg.fragment_frame(self._key, self.stream_id, sequence, capture, payload,
                                           self.info.max_datagram_bytes):
             self._sock.sendto(datagram, self._address)
         self.last_sent = time.monotonic()

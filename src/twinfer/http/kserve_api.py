@@ -25,7 +25,9 @@ from twinfer.inference.repository import valid_model_name
 from twinfer.kserve import messages
 from twinfer.kserve.json_proto import to_json_dict
 
-_MODEL = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<action>ready|infer|config|stats))?/?$")
+_MODEL = re.compile(
+    r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<action>ready|infer|config|stats))?/?$"
+)
 _REPO_MODEL = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)/?$")
 
 EMPTY_OK = HttpResponse(200, b"")

@@ -73,7 +73,9 @@ class DynamicBatcher:
     def busy(self) -> int:
         return self._busy
 
-    def submit(self, inputs: dict[str, np.ndarray], outputs: list[str], timeout_s: float | None = None) -> Deferred[Outputs]:
+    def submit(
+        self, inputs: dict[str, np.ndarray], outputs: list[str], timeout_s: float | None = None
+    ) -> Deferred[Outputs]:
         """Queue one request (already validated); the Deferred fires with its outputs or a TwinferError."""
         if self._closed:
             raise Unavailable("model version is unloading")

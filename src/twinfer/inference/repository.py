@@ -184,7 +184,8 @@ class ModelRepository:
             raise ModelNotFound(f"unknown model {name!r}")
         versions = model.versions
         if not versions:
-            raise ModelNotReady(f"model {name!r} is not ready ({model.state.lower()}{': ' + model.reason if model.reason else ''})")
+            detail = f"{model.state.lower()}: {model.reason}" if model.reason else model.state.lower()
+            raise ModelNotReady(f"model {name!r} is not ready ({detail})")
         if not version:
             return versions[max(versions)]
         if not version.isdigit() or int(version) not in versions:

@@ -35,5 +35,7 @@ def _fix(value: Any, descriptor: Descriptor) -> Any:
 
 
 def to_json_dict(message: Message) -> dict[str, Any]:
-    raw = json_format.MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    raw = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
     return _fix(raw, message.DESCRIPTOR)

@@ -8,7 +8,6 @@ from twisted.internet.protocol import DatagramProtocol
 
 from twinfer.streaming.manager import StreamManager
 
-
 # Frames arrive in bursts of 64 KB datagrams; the kernel default (about 208 KB) drops a burst of four streams.
 RECEIVE_BUFFER_BYTES = 8 * 1024 * 1024
 

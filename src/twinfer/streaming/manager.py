@@ -35,7 +35,7 @@ def parse_target(target: game_pb2.StreamTarget) -> Target:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise InvalidInput(f"target host {target.host!r} must be an IP address (no DNS lookups on the server)") from None
+        raise InvalidInput(f"target host {target.host!r} must be an IP address (the server does no DNS)") from None
     port = target.port or DEFAULT_PORTS.get(kind, 0)
     if not 1 <= port <= 65535:
         raise InvalidInput(f"target port {target.port} out of range")
