@@ -42,7 +42,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default=DEFAULT_SERVER, help=f"HOST:PORT of the game protocol (default {DEFAULT_SERVER})")
+    p.add_argument("--server", default=DEFAULT_SERVER, help=f"game protocol HOST:PORT (default {DEFAULT_SERVER})")
     p.add_argument("--token", help="login token (see `twinfer token`)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a reply")
 
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_args(p)
 
     p = sub.add_parser("stream", help="capture side: open a stream and send frames over UDP")
-    p.add_argument("--server", default=DEFAULT_SERVER, help=f"HOST:PORT of the game protocol (default {DEFAULT_SERVER})")
+    p.add_argument("--server", default=DEFAULT_SERVER, help=f"game protocol HOST:PORT (default {DEFAULT_SERVER})")
     p.add_argument("--model", default="face_blendshapes")
     p.add_argument("--source", default="synthetic", help="synthetic | video:FILE | camera:N")
     p.add_argument("--fps", type=float, default=60.0)
