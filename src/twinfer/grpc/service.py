@@ -131,18 +131,17 @@ class KServeGrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return messages.repository_index(self.facade.models(), request.ready)
 
     async def RepositoryModelLoad(self, request, context):
-        try:
-            self._check_admin(context)
-            await self.facade.load(_check_name(request.model_name)).asFuture(asyncio.get_running_loop())
-            return pb.RepositoryModelLoadResponse()
-        except Exception as exc:  # noqa: BLE001
-            await _abort(context, exc)
+        await self._repository_action(self.facade.load, request.model_name, context)
+        return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request, context):
+        await self._repository_action(self.facade.unload, request.model_name, context)
+        return pb.RepositoryModelUnloadResponse()
+
+    async def _repository_action(self, action, name: str, context) -> None:
         try:
             self._check_admin(context)
-            await self.facade.unload(_check_name(request.model_name)).asFuture(asyncio.get_running_loop())
-            return pb.RepositoryModelUnloadResponse()
+            await action(_check_name(name)).asFuture(asyncio.get_running_loop())
         except Exception as exc:  # noqa: BLE001
             await _abort(context, exc)
 

@@ -210,6 +210,7 @@ def _serialize(response: HttpResponse, keep_alive: bool) -> bytes:
 
 
 class HttpFactory(Factory):
+    noisy = False  # no log line per connection
     def __init__(self, handler: Any, clock: IReactorTime, max_body_bytes: int, idle_timeout_s: float) -> None:
         self.handler = handler
         self.clock = clock

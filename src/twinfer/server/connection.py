@@ -183,6 +183,7 @@ class GameServerFactory(Factory):
     """Shared by every connection on the TCP port: the command registry, the context and the limits."""
 
     protocol = GameConnection
+    noisy = False  # no log line per connection
 
     def __init__(self, context: ServerContext, registry: CommandRegistry, limits: ConnectionLimits) -> None:
         self.context = context
