@@ -4,8 +4,8 @@ the raw compute limit of the same model in process, in the same run.
     .venv/bin/python bench/streams.py [--seconds 5] [--max-streams 64]
 
 Raw limit: the face model in ONNX Runtime, in this process, at batch 1, 8 and 16 (best frames/s). Served: N
-streams of pre-rendered 256x256 synthetic faces at 60 fps each (N doubles until p99 breaks 16.7 ms, then a
-bisection), results to a native receiver in this process; latency = receive time - capture time, both on this
+streams of pre-rendered 256x256 synthetic faces at 60 fps each, their frames spread evenly over each 16.7 ms
+period as independent cameras would be (N doubles until p99 breaks 16.7 ms, then a bisection), results to a native receiver in this process; latency = receive time - capture time, both on this
 machine's clock. Client and server share the two cores.
 """
 
@@ -78,16 +78,15 @@ def run_streams(tcp_port: int, streams: int, seconds: float, frames: list[np.nda
         senders = [StreamSender(client, "face_blendshapes", 256, 256,
                                 targets=[target("native", f"127.0.0.1:{listener.getsockname()[1]}")])
                    for _ in range(streams)]
-        sent, start = 0, time.monotonic()
-        tick = 0
+        # Cameras are not phase-locked: stream i sends at i/N of each frame period, not all in one burst.
+        sent, start, n = 0, time.monotonic(), len(senders)
         while (now := time.monotonic()) < start + seconds:
-            due = start + tick / FPS
+            tick, i = divmod(sent, n)
+            due = start + (tick + i / n) / FPS
             if now < due:
                 time.sleep(due - now)
-            for i, sender in enumerate(senders):
-                sender.send_frame(frames[(tick + i) % len(frames)])
-                sent += 1
-            tick += 1
+            senders[i].send_frame(frames[(tick + i) % len(frames)])
+            sent += 1
         time.sleep(0.3)
         for sender in senders:
             sender.close()

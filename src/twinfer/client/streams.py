@@ -31,7 +31,7 @@ class StreamSender:
         self.info = client.open_stream(request)
         self.stream_id = self.info.stream_id
         self.labels = list(self.info.labels)
-        self._key = bytes(self.info.key)
+        self._key = dg.Signer(bytes(self.info.key))
         self._address = (self.info.udp_host, self.info.udp_port)
         self._sequence = itertools.count(1)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

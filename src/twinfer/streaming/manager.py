@@ -155,6 +155,6 @@ class StreamManager:
             stream = self.streams.get(dg.peek_stream_id(data))
             if stream is None:
                 raise dg.DatagramError("unknown_stream")
-            stream.datagram(dg.decode(stream.key, data), self.clock.seconds())
+            stream.datagram(dg.decode(stream.signer, data), self.clock.seconds())
         except dg.DatagramError as exc:
             (stream.stats.dropped if stream is not None else self.dropped)[exc.reason] += 1

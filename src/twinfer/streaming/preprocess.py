@@ -76,7 +76,8 @@ def preprocess(frame: bytes, pixel_format: str, width: int, height: int, layout:
             raise InvalidInput(f"frame of {len(frame)} bytes, {width}x{height} {pixel_format} needs {expected}")
         pixels = np.frombuffer(frame, dtype=np.uint8).reshape(height, width, channels)
     channels = pixels.shape[2]
-    image = pixels.astype(np.float32) / 255.0
+    image = pixels.astype(np.float32)
+    image *= 1.0 / 255.0  # in place: one 4-byte-per-pixel buffer per frame, not two
     if layout.channels in (0, 1) and channels == 3:
         image = (image @ _LUMA)[:, :, None]
     elif layout.channels == 3 and channels == 1:

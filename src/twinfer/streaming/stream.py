@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.types import InferenceRequest, InferenceResult
-from twinfer.streaming.datagram import KIND_HEARTBEAT, Datagram
+from twinfer.streaming.datagram import KIND_HEARTBEAT, Datagram, Signer
 from twinfer.streaming.one_euro import OneEuroFilter
 from twinfer.streaming.outputs import FORMATS, FrameResult, OutputFormat
 from twinfer.streaming.preprocess import ImageLayout, preprocess
@@ -65,6 +65,7 @@ class Stream:
         self.id = stream_id
         self.owner = owner
         self.key = os.urandom(32)
+        self.signer = Signer(self.key)
         self.model, self.version = model, version
         self.pixel_format, self.width, self.height = pixel_format, width, height
         self._layout, self._batched = layout, batched
