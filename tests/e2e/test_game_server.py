@@ -217,3 +217,46 @@ def test_cli_models_and_infer_against_a_running_server(tmp_path, server_factory)
                          capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 1 and "ModelNotFound" in bad.stderr
     assert server.stop() == 0
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_never_reads_is_paused_not_buffered(tmp_path, server_factory):
+    """Pipelined requests whose answers are never read: the server stops reading that peer once its write buffer
+    is full (memory stays flat) and keeps serving everyone else."""
+    from twinfer.client import messages
+
+    server = server_factory(make_repository(tmp_path / "repo"), "--insecure-dev")
+    frame = messages.build_infer(1, "tiny", {"INPUT0": np.ones((1, 16), np.float32)})
+    with Client("127.0.0.1", server.tcp) as bystander:
+        bystander.infer("tiny", {"INPUT0": np.ones((1, 16), np.float32)})
+        before = _rss_mb(server.process.pid)
+        flood = socket.create_connection(("127.0.0.1", server.tcp))
+        flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        finished = threading.Event()
+
+        def send_all() -> None:
+            try:
+                chunk = frame * 1000
+                for _ in range(200):  # 200,000 requests, about 20 MB of answers if they were all buffered
+                    flood.sendall(chunk)
+            except OSError:
+                pass
+            finished.set()
+
+        sender = threading.Thread(target=send_all, daemon=True)
+        sender.start()
+        assert not finished.wait(3), "the server read every request although nobody read the answers"
+        grown = _rss_mb(server.process.pid) - before
+        x = np.full((1, 16), 0.5, np.float32)
+        np.testing.assert_allclose(bystander.infer("tiny", {"INPUT0": x})["OUTPUT0"], tiny_reference(x), rtol=1e-5)
+        flood.close()
+        sender.join(10)
+    assert grown < 8, f"server memory grew by {grown:.1f} MB"
+    assert server.stop() == 0

@@ -20,6 +20,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twinfer.backpressure import ReadPauser
 from twinfer.errors import TwinferError
 from twinfer.http.errors import status_for
 
@@ -90,6 +91,7 @@ class HttpConnection(Protocol):
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)  # small RPC answers: never wait for Nagle
         self.factory.connections += 1
+        self._pauser = ReadPauser(self.transport)
         self._last_seen = self._clock.seconds()
         self._idle_call = self._clock.callLater(self.factory.idle_timeout_s, self._check_idle)
 

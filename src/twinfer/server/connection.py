@@ -16,6 +16,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twinfer.backpressure import ReadPauser
 from twinfer.errors import (
     FrameTooLarge,
     InvalidFrame,
@@ -61,6 +62,7 @@ class GameConnection(Protocol):
     def connectionMade(self) -> None:
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)  # small RPC answers: never wait for Nagle
+        self._pauser = ReadPauser(self.transport)
         peer = self.transport.getPeer()
         self.session = Session(self, f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}")
         self.factory.context.sessions.add(self.session)
