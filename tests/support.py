@@ -80,3 +80,12 @@ def build_matmul_relu(path: Path, weights: np.ndarray) -> None:
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
+
+
+def take_messages(transport: Any, message_cls: type) -> list:
+    """Every frame written to a StringTransport so far, parsed as `message_cls`; the transport is cleared."""
+    from twinfer.protocol.framing import FrameDecoder
+
+    out = [message_cls.FromString(body) for _, body in FrameDecoder().feed(transport.value())]
+    transport.clear()
+    return out

@@ -7,11 +7,12 @@ import pytest
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from tests.support import take_messages
 from twinfer.client.errors import ServerError, SessionClosed, error_from_wire
 from twinfer.client.twisted_client import GameClientProtocol
 from twinfer.errors import ModelNotFound, Overloaded
 from twinfer.protocol import game_pb2
-from twinfer.protocol.framing import FrameDecoder, encode_frame
+from twinfer.protocol.framing import encode_frame
 from twinfer.protocol.tensors import numpy_to_tensor, tensor_to_numpy
 
 
@@ -24,13 +25,7 @@ def client():
 
 
 def sent(transport: StringTransport) -> list[game_pb2.ClientMessage]:
-    out = []
-    for _, body in FrameDecoder().feed(transport.value()):
-        msg = game_pb2.ClientMessage()
-        msg.ParseFromString(body)
-        out.append(msg)
-    transport.clear()
-    return out
+    return take_messages(transport, game_pb2.ClientMessage)
 
 
 def reply(proto, message: game_pb2.ServerMessage) -> None:

@@ -10,11 +10,11 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from tests.support import SyncThreads, make_repository, tiny_reference
+from tests.support import SyncThreads, make_repository, take_messages, tiny_reference
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import ModelRepository
 from twinfer.protocol import game_pb2
-from twinfer.protocol.framing import FrameDecoder, encode_frame
+from twinfer.protocol.framing import encode_frame
 from twinfer.protocol.tensors import numpy_to_tensor, tensor_to_numpy
 from twinfer.server.commands import ServerContext, default_registry
 from twinfer.server.connection import ConnectionLimits, GameServerFactory
@@ -51,13 +51,7 @@ def send(proto, message: game_pb2.ClientMessage, flags: int = 0) -> None:
 
 
 def replies(transport: StringTransport) -> list[game_pb2.ServerMessage]:
-    out = []
-    for _, body in FrameDecoder().feed(transport.value()):
-        msg = game_pb2.ServerMessage()
-        msg.ParseFromString(body)
-        out.append(msg)
-    transport.clear()
-    return out
+    return take_messages(transport, game_pb2.ServerMessage)
 
 
 def infer_message(request_id: int, x: np.ndarray, model: str = "tiny") -> game_pb2.ClientMessage:

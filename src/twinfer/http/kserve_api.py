@@ -154,3 +154,17 @@ class KServeHttpApi:
         given = request.headers.get(b"authorization", b"")
         if not hmac.compare_digest(given, b"Bearer " + self._admin_token):
             raise Forbidden("repository load/unload needs the admin token (Authorization: Bearer ...)")
+
+
+class MetricsOnly:
+    """The metrics port (like Triton's 8002): `/metrics` and nothing else."""
+
+    def __init__(self, metrics: Callable[[], tuple[bytes, bytes]]) -> None:
+        self._metrics = metrics
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path != "/metrics":
+            raise NotFoundRoute(f"no endpoint {request.method} {request.path} (this port serves /metrics)")
+        KServeHttpApi._require(request.method, "GET")
+        body, content_type = self._metrics()
+        return HttpResponse(200, body, content_type)

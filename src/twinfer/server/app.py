@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twinfer.backends import BackendOptions
 from twinfer.config import Settings
 from twinfer.http.connection import HttpFactory
-from twinfer.http.kserve_api import KServeHttpApi
+from twinfer.http.kserve_api import KServeHttpApi, MetricsOnly
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import ModelRepository
 from twinfer.inference.threads import ReactorThreads
@@ -93,10 +93,7 @@ class TwinferServer:
             KServeHttpApi(self.facade, settings.auth.admin_token, metrics),
             reactor, settings.max_http_body_bytes, settings.idle_timeout_s,
         )
-        self.metrics_factory = HttpFactory(
-            KServeHttpApi(self.facade, settings.auth.admin_token, metrics),
-            reactor, 1024, settings.idle_timeout_s,
-        )
+        self.metrics_factory = HttpFactory(MetricsOnly(metrics), reactor, 1024, settings.idle_timeout_s)
         self.ports: dict[str, int] = {}
         self._listeners: list[Any] = []
         self._grpc_server: Any = None
