@@ -57,7 +57,7 @@ class KServeHttpApi:
                  metrics: Callable[[], tuple[bytes, bytes]] | None = None) -> None:
         self.facade = facade
         self._admin_token = admin_token.encode()
-        self._metrics = metrics
+        self._metrics = MetricsOnly(metrics) if metrics is not None else None
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Deferred[HttpResponse]:
         path, method = request.path, request.method
@@ -87,9 +87,7 @@ class KServeHttpApi:
             action = self.facade.load if match["action"] == "load" else self.facade.unload
             return action(name).addCallback(lambda _: EMPTY_OK)
         if path == "/metrics" and self._metrics is not None:
-            self._require(method, "GET")
-            body, content_type = self._metrics()
-            return HttpResponse(200, body, content_type)
+            return self._metrics(request)
         raise NotFoundRoute(f"no endpoint {method} {path}")
 
     def _model_route(self, request: HttpRequest, match: re.Match[str]) -> HttpResponse | Deferred[HttpResponse]:
