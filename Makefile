@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv models run test proto readme bench-tcp bench-kserve bench-streams clean
+.PHONY: venv models run test proto readme bench-tcp bench-kserve bench-streams bench-bot clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,9 @@ bench-kserve: $(STAMP)
 
 bench-streams: $(STAMP)
 	$(BIN)/python bench/streams.py
+
+bench-bot: $(STAMP)
+	$(BIN)/python bench/bot_vs_locust.py
 
 bench-tcp: $(STAMP)
 	$(BIN)/python bench/tcp_tiny.py

@@ -89,3 +89,25 @@ def take_messages(transport: Any, message_cls: type) -> list:
     out = [message_cls.FromString(body) for _, body in FrameDecoder().feed(transport.value())]
     transport.clear()
     return out
+
+
+def build_slow_model(model_dir: Path, width: int = 512, layers: int = 12) -> None:
+    """A model that takes milliseconds per request and runs requests one at a time (no batching)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    nodes, inits, current = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, name=f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [current, f"w{i}"], [f"h{i}"]))
+        current = f"h{i}"
+    nodes.append(helper.make_node("Identity", [current], ["y"]))
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", width])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(model_dir / "1" / "model.onnx"))
+    (model_dir / "config.yaml").write_text("dynamic_batching: false\n")

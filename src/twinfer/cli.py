@@ -83,6 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
 
+    p = sub.add_parser("bot", help="load, stress, spike, soak, failover and concurrency tests")
+    p.add_argument("scenario_file", nargs="?", type=Path, metavar="SCENARIO.yaml")
+    p.add_argument("--scenario", dest="scenario_file_flag", type=Path, help="scenario YAML (same as the positional)")
+    p.add_argument("--target", help="HOST:PORT")
+    p.add_argument("--protocol", choices=["tcp", "udp", "http", "grpc"])
+    p.add_argument("--model")
+    p.add_argument("--test", choices=["load", "stress", "spike", "soak", "failover", "concurrency"])
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--users", type=int, help="closed model: concurrent virtual users")
+    group.add_argument("--rate", type=float, help="open model: requests per second")
+    p.add_argument("--duration", help="e.g. 10s, 2m")
+    p.add_argument("--processes", type=int)
+    p.add_argument("--threshold", action="append", default=[], dest="thresholds", help="e.g. 'p99<5ms' (repeatable)")
+    p.add_argument("--json", type=Path, help="write the JSON summary here")
+    p.add_argument("--report", type=Path, help="write the HTML report here")
+    p.add_argument("--token", help="login token (tcp, udp)")
+    p.add_argument("--timeout", help="per-request timeout (default 10s)")
+    p.add_argument("--metrics-url", help="server /metrics to sample during soak (RSS drift)")
+    p.add_argument("--failover-command", help="shell command run during a failover test")
+    p.add_argument("--failover-at", help="when to run it (default 2s)")
+
     p = sub.add_parser("token", help="mint a login token with the server's secret")
     p.add_argument("user")
     p.add_argument("--secret", help="token secret (default: TWINFER_AUTH__TOKEN_SECRET)")
@@ -93,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"serve": cmd_serve, "infer": cmd_infer, "models": cmd_models, "token": cmd_token,
-               "stream": cmd_stream, "receive": cmd_receive}[args.command]
+               "stream": cmd_stream, "receive": cmd_receive, "bot": cmd_bot}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
@@ -200,6 +221,23 @@ def cmd_receive(args: argparse.Namespace) -> int:
     from twinfer.streaming.receiver import run_vmc_receiver
 
     return run_vmc_receiver(args.host, args.vmc, args.seconds)
+
+
+def cmd_bot(args: argparse.Namespace) -> int:
+    from twinfer.bot.runner import main_run
+    from twinfer.bot.scenario import load_scenario
+
+    overrides: dict[str, Any] = {key: getattr(args, key) for key in (
+        "target", "protocol", "model", "test", "users", "rate", "duration", "processes", "thresholds", "json",
+        "report", "token", "timeout", "metrics_url")}
+    if args.failover_command or args.failover_at:
+        overrides["failover"] = {k: v for k, v in (("command", args.failover_command), ("at", args.failover_at)) if v}
+    scenario = load_scenario(args.scenario_file or args.scenario_file_flag, overrides)
+    for text in scenario.thresholds:  # fail fast on a typo, before any load is sent
+        from twinfer.bot.thresholds import parse_threshold
+
+        parse_threshold(text)
+    return main_run(scenario)
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -49,6 +49,15 @@ class GameClientProtocol(Protocol):
         return self._request(lambda rid: messages.build_model_metadata(rid, model, version),
                              lambda m: messages.check(m).model_metadata)
 
+    def open_stream(self, request: game_pb2.OpenStreamRequest) -> Deferred[game_pb2.OpenStreamResponse]:
+        return self._request(lambda rid: messages.build_body(rid, "open_stream", request),
+                             lambda m: messages.check(m).open_stream)
+
+    def close_stream(self, stream_id: int) -> Deferred[game_pb2.StreamAck]:
+        request = game_pb2.CloseStreamRequest(stream_id=stream_id)
+        return self._request(lambda rid: messages.build_body(rid, "close_stream", request),
+                             lambda m: messages.check(m).stream_ack)
+
     def ping(self) -> Deferred[float]:
         return self._request(messages.build_ping, messages.ping_seconds)
 

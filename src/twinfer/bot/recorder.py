@@ -1,0 +1,96 @@
+"""What one worker measured: an HDR histogram overall and per second, successes and errors per second, errors by
+kind, and for open-model runs the scheduled vs sent counts. Serialisable, so a coordinator merges them exactly."""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter, defaultdict
+from typing import Any
+
+from twinfer.bot.histogram import Latency
+
+
+class Recorder:
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.total = Latency()
+        self.per_second: dict[int, Latency] = defaultdict(Latency)
+        self.ok: Counter[int] = Counter()
+        self.failed: Counter[int] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.scheduled = 0
+        self.sent = 0
+        self.reconnects = 0
+        self.events: list[tuple[float, str]] = []
+        self.first_error_at: float | None = None  # seconds since start, exact (failover timing)
+        self.last_error_at: float | None = None
+        self.recovered_at: float | None = None  # first success after the last error
+
+    def success(self, now: float, latency_s: float) -> None:
+        if self.last_error_at is not None and self.recovered_at is None:
+            self.recovered_at = now - self.start
+        second = int(now - self.start)
+        self.total.record_s(latency_s)
+        self.per_second[second].record_s(latency_s)
+        self.ok[second] += 1
+
+    def error(self, now: float, kind: str) -> None:
+        at = now - self.start
+        if self.first_error_at is None:
+            self.first_error_at = at
+        self.last_error_at, self.recovered_at = at, None
+        self.failed[int(at)] += 1
+        self.errors[kind] += 1
+
+    def event(self, now: float, text: str) -> None:
+        self.events.append((round(now - self.start, 3), text))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": base64.b64encode(self.total.encode()).decode(),
+            "per_second": {str(s): base64.b64encode(h.encode()).decode() for s, h in self.per_second.items()},
+            "ok": dict(self.ok), "failed": dict(self.failed), "errors": dict(self.errors),
+            "scheduled": self.scheduled, "sent": self.sent, "reconnects": self.reconnects, "events": self.events,
+            "first_error_at": self.first_error_at, "last_error_at": self.last_error_at,
+            "recovered_at": self.recovered_at,
+        }
+
+
+class Merged:
+    """Every worker's results added together (HDR histograms merge exactly)."""
+
+    def __init__(self) -> None:
+        self.total = Latency()
+        self.per_second: dict[int, Latency] = defaultdict(Latency)
+        self.ok: Counter[int] = Counter()
+        self.failed: Counter[int] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.scheduled = self.sent = self.reconnects = 0
+        self.events: list[tuple[float, str]] = []
+        self.first_error_at: float | None = None
+        self.last_error_at: float | None = None
+        self.recovered_at: float | None = None  # when the last worker to recover did
+        self.unrecovered = False  # a worker's last request failed
+
+    def add(self, part: dict[str, Any]) -> None:
+        self.total.add_encoded(base64.b64decode(part["total"]))
+        for second, encoded in part["per_second"].items():
+            self.per_second[int(second)].add_encoded(base64.b64decode(encoded))
+        self.ok.update({int(k): v for k, v in part["ok"].items()})
+        self.failed.update({int(k): v for k, v in part["failed"].items()})
+        self.errors.update(part["errors"])
+        self.scheduled += part["scheduled"]
+        self.sent += part["sent"]
+        self.reconnects += part["reconnects"]
+        self.events.extend(tuple(e) for e in part["events"])
+        if part["first_error_at"] is not None:
+            self.first_error_at = _pick(min, self.first_error_at, part["first_error_at"])
+            self.last_error_at = _pick(max, self.last_error_at, part["last_error_at"])
+            if part["recovered_at"] is None:
+                self.unrecovered = True
+            else:
+                self.recovered_at = _pick(max, self.recovered_at, part["recovered_at"])
+
+
+def _pick(choose, current: float | None, new: float) -> float:
+    return new if current is None else choose(current, new)
