@@ -18,6 +18,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.python.failure import Failure
 
+from twinfer.fastwrite import write_now
 from twinfer.inference.datatypes import to_numpy_dtype
 
 
@@ -84,7 +85,7 @@ class _HttpClient(Protocol):
             return _failed(self.lost)
         d: Deferred = Deferred()
         self._waiting.append(d)
-        self.transport.write(head + body)
+        write_now(self.transport, head + body)
         return d
 
     def dataReceived(self, data: bytes) -> None:

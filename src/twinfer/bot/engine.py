@@ -8,7 +8,6 @@ their latency counts from the intended time, so queueing anywhere shows up (no c
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,8 @@ DEAD = "connection dead"  # what a step returns when its connection must be repl
 
 def error_kind(failure: Failure) -> str:
     """The error breakdown's key: a wire code name, an HTTP status, a gRPC status, or the exception's type."""
-    from twisted.internet.defer import CancelledError, TimeoutError as DeferTimeout
+    from twisted.internet.defer import CancelledError
+    from twisted.internet.defer import TimeoutError as DeferTimeout
 
     from twinfer.client.errors import SessionClosed
 
@@ -50,7 +50,8 @@ def error_kind(failure: Failure) -> str:
 
 
 def connection_is_dead(failure: Failure) -> bool:
-    from twisted.internet.defer import CancelledError, TimeoutError as DeferTimeout
+    from twisted.internet.defer import CancelledError
+    from twisted.internet.defer import TimeoutError as DeferTimeout
     from twisted.internet.error import ConnectError, ConnectionClosed
 
     from twinfer.bot.drivers import RequestError
