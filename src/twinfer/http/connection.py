@@ -22,7 +22,6 @@ from twisted.python.failure import Failure
 
 from twinfer.backpressure import ReadPauser
 from twinfer.errors import TwinferError
-from twinfer.fastwrite import write_now
 from twinfer.http.errors import status_for
 
 log = Logger()
@@ -190,7 +189,7 @@ class HttpConnection(Protocol):
             slot = self._slots.popleft()
             if self.transport is None or self.transport.disconnected:
                 continue
-            write_now(self.transport, _serialize(slot.response, slot.keep_alive))
+            self.transport.write(_serialize(slot.response, slot.keep_alive))
             if not slot.keep_alive:
                 self._closing = True
                 self._slots.clear()

@@ -27,7 +27,6 @@ from twinfer.errors import (
     Unavailable,
     UnknownMessage,
 )
-from twinfer.fastwrite import write_now
 from twinfer.protocol import game_pb2
 from twinfer.protocol.error_codes import code_for, code_name
 from twinfer.protocol.framing import KNOWN_FLAGS, FrameDecoder, encode_frame
@@ -179,7 +178,7 @@ class GameConnection(Protocol):
 
     def _send(self, message: game_pb2.ServerMessage) -> None:
         if self.transport is not None and (not self._closing or message.HasField("kicked")):
-            write_now(self.transport, encode_frame(message.SerializeToString()))
+            self.transport.write(encode_frame(message.SerializeToString()))
 
 
 class GameServerFactory(Factory):
