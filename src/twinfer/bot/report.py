@@ -90,7 +90,8 @@ def write_html(summary: dict[str, Any], path: Path) -> None:
 <html><head><meta charset="utf-8"><title>twinfer bot: {html.escape(summary['test'])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:780px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}.ok{{color:#2a7}}.bad{{color:#c33}}</style></head>
-<body><h1>twinfer bot: {html.escape(summary['test'])} <span class="{'ok' if summary['passed'] else 'bad'}">{verdict}</span></h1>
+<body><h1>twinfer bot: {html.escape(summary['test'])}
+<span class="{'ok' if summary['passed'] else 'bad'}">{verdict}</span></h1>
 <p>{html.escape(summary['protocol'])} &rarr; {html.escape(summary['target'])}, model {html.escape(summary['model'])},
 {summary['mode']} model, {summary['processes']} process(es), {summary['duration_s']:g} s:
 {summary['requests']:,} requests, {summary['rps']:,.0f} ok/s, error rate {summary['error_rate']:.3%}.</p>

@@ -10,7 +10,9 @@ from typing import Any
 from twinfer.errors import ConfigError
 
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-_PATTERN = re.compile(r"^\s*(?P<metric>[a-z0-9_.]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[0-9.]+)\s*(?P<unit>us|ms|s|%)?\s*$")
+_PATTERN = re.compile(
+    r"^\s*(?P<metric>[a-z0-9_.]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[0-9.]+)\s*(?P<unit>us|ms|s|%)?\s*$"
+)
 _LATENCY = re.compile(r"^(p\d+(\.\d+)?|mean|max|min)$")
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, None: 1.0}  # to milliseconds
 
