@@ -6,7 +6,8 @@ the raw compute limit of the same model in process, in the same run.
 Raw limit: the face model in ONNX Runtime, in this process, at batch 1, 8 and 16 (best frames/s). Served: N
 streams of pre-rendered 256x256 synthetic faces at 60 fps each, their frames spread evenly over each 16.7 ms
 period as independent cameras would be (N doubles until p99 breaks 16.7 ms, then a bisection), results to a
-native receiver in this process; latency = receive time - capture time, both on this machine's clock. Client and server share the two cores.
+native receiver in this process; latency = receive time - capture time, both on this machine's clock. Client
+and server share the two cores.
 """
 
 from __future__ import annotations
