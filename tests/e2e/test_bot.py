@@ -131,3 +131,20 @@ def test_concurrency_nothing_hangs_and_duplicate_logins_kick(tmp_path, server_fa
     events = " ".join(text for _, text in summary["events"])
     assert "75/75 simultaneous connections served" in events and "3/3 duplicate logins kicked" in events
     assert server.stop() == 0
+
+
+def test_stress_stops_when_thresholds_break_and_reports_the_knee(tmp_path, server_factory):
+    repo = tmp_path / "repo"
+    build_slow_model(repo / "slow")
+    server = server_factory(repo, "--insecure-dev")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("test: stress\nstress: {start_rate: 20, factor: 2, step: 2s}\nduration: 60s\ntimeout: 5s\n")
+    out = bot(str(scenario), "--target", f"127.0.0.1:{server.tcp}", "--model", "slow", "--threshold", "p99<100ms",
+              "--json", str(tmp_path / "s.json"), timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    stress = summary["stress"]
+    assert stress["broke"] and stress["knee_rate"] >= 20 and summary["duration_s"] < 40  # stopped early
+    met = [step["rate"] for step in stress["steps"] if step["met"]]
+    assert met and max(met) == stress["knee_rate"] and not stress["steps"][-1]["met"]
+    assert server.stop() == 0

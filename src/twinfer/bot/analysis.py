@@ -32,7 +32,9 @@ def summarize(s: Scenario, merged: Merged, rss: list[tuple[float, float]], failo
     ok, failed = sum(merged.ok.values()), sum(merged.failed.values())
     total = ok + failed
     last_second = max([*merged.ok, *merged.failed], default=-1) + 1
-    duration = s.duration if s.test != "concurrency" else max(last_second, 1)
+    # A stress run stopped early, or a concurrency run, lasts as long as its data does.
+    duration = min(s.duration, last_second) if s.test != "concurrency" else max(last_second, 1)
+    duration = max(duration, 1e-9)
     summary: dict[str, Any] = {
         "test": s.test, "protocol": s.protocol, "target": s.target, "model": s.model, "processes": s.processes,
         "mode": "open" if s.open_model else "closed", "users": None if s.open_model else s.users,
@@ -48,7 +50,7 @@ def summarize(s: Scenario, merged: Merged, rss: list[tuple[float, float]], failo
         ],
     }
     if s.open_model:
-        scheduled_rate = merged.scheduled / s.duration if s.duration else 0.0
+        scheduled_rate = merged.scheduled / duration
         summary["open_model"] = {"scheduled": merged.scheduled, "sent": merged.sent,
                                  "scheduled_rate": scheduled_rate, "achieved_rate": summary["rps"]}
     thresholds = [parse_threshold(t) for t in s.thresholds]

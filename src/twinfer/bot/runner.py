@@ -23,6 +23,33 @@ from twinfer.bot.worker import worker_main
 STARTUP_S = 3.0  # workers import and connect their reactors before the common start time
 
 
+class StressWatch:
+    """Judges each finished stress step live from the workers' per-second progress (p99 taken as the slowest
+    worker's, so it errs towards stopping late, never early); the final knee comes from the exact merge."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        from twinfer.bot.thresholds import parse_threshold
+        from twinfer.bot.worker import rate_function
+
+        self.scenario = scenario
+        self.rate_at = lambda second: rate_function(scenario)(second)
+        self.thresholds = [parse_threshold(t) for t in scenario.thresholds]
+
+    def broken(self, second: int, live: dict[int, list[float]]) -> bool:
+        step = self.scenario.stress.step
+        if (second + 1) % step > 1e-9 and int((second + 1) / step) == int(second / step):
+            return False  # judge only when a step's last second is in
+        first = int(second / step) * step
+        seconds = [s for s in range(int(first) + 1, second + 1) if s in live] or [second]
+        ok = sum(live[s][0] for s in seconds if s in live)
+        failed = sum(live[s][1] for s in seconds if s in live)
+        window = {"rps": ok / len(seconds), "error_rate": failed / (ok + failed) if ok + failed else 0.0,
+                  "latency_ms": defaultdict(float, {"p99": max(live[s][3] for s in seconds if s in live),
+                                                    "p50": max(live[s][2] for s in seconds if s in live)})}
+        met = all(t.check(window)[0] for t in self.thresholds if t.metric in ("p99", "p50", "error_rate", "rps"))
+        return not met or window["rps"] < 0.9 * self.rate_at(second)
+
+
 def sample_rss(url: str) -> float | None:
     try:
         text = urllib.request.urlopen(url, timeout=2).read().decode()
@@ -36,9 +63,10 @@ def run(scenario: Scenario, console: Console | None = None) -> dict[str, Any]:
     console = console or Console(stderr=True)
     ctx = multiprocessing.get_context("spawn")
     results_queue = ctx.Queue()
+    stop = ctx.Event()
     start_at = time.time() + STARTUP_S
     workers = [ctx.Process(target=worker_main, args=(scenario.model_dump_json(), i, scenario.processes, start_at,
-                                                     results_queue), daemon=True)
+                                                     results_queue, stop), daemon=True)
                for i in range(scenario.processes)]
     for w in workers:
         w.start()
@@ -64,6 +92,7 @@ def run(scenario: Scenario, console: Console | None = None) -> dict[str, Any]:
 
         threading.Thread(target=run_command, daemon=True).start()
 
+    watch = StressWatch(scenario) if scenario.test == "stress" and scenario.thresholds else None
     merged = Merged()
     live: dict[int, list[float]] = defaultdict(lambda: [0, 0, 0.0, 0.0])
     shown = -1
@@ -90,6 +119,10 @@ def run(scenario: Scenario, console: Console | None = None) -> dict[str, Any]:
             r = live[second - 1]
             console.print(f"[{second:4d}s] {r[0]:7.0f} ok/s {r[1]:5.0f} err/s  p50 {r[2]:6.2f} ms  p99 {r[3]:6.2f} ms")
             shown = second - 1
+            if watch is not None and not stop.is_set() and watch.broken(second - 1, live):
+                console.print(f"[{second:4d}s] stress: thresholds broke at {watch.rate_at(second - 1):,.0f}/s; "
+                              "stopping")
+                stop.set()
     stop_sampling.set()
     for w in workers:
         w.join(5)

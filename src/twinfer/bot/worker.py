@@ -108,7 +108,8 @@ def run_load(reactor: Any, engine: Engine, index: int, count: int, start: float)
         yield DeferredList(tasks)
 
 
-def worker_main(scenario_json: str, index: int, count: int, start_at: float, queue: Any) -> None:
+def worker_main(scenario_json: str, index: int, count: int, start_at: float, queue: Any,
+                stop: Any = None) -> None:
     import asyncio
 
     from twisted.internet import asyncioreactor
@@ -123,6 +124,9 @@ def worker_main(scenario_json: str, index: int, count: int, start_at: float, que
     engine = Engine(reactor, scenario, recorder, seed=index)
 
     def progress() -> None:
+        if stop is not None and stop.is_set() and not engine.stopping:
+            engine.stopping = True  # the coordinator saw enough (a stress run broke its thresholds)
+            recorder.event(reactor.seconds(), "stopped early by the coordinator")
         second = int(reactor.seconds() - start_at) - 1
         if second >= 0:
             h = recorder.per_second.get(second)
