@@ -245,3 +245,18 @@ def test_jpeg_frames_stream_too(face_server):
         result = game_pb2.StreamResult.FromString(sock.recvfrom(65535)[0])
         sender.close()
     assert result.sequence == 1 and len(result.values) == 52 and list(result.labels) == list(ARKIT_BLENDSHAPES)
+
+
+def test_receivers_from_config_get_every_stream(tmp_path, server_factory):
+    repo = tmp_path / "repo"
+    build_repository(repo)
+    listener = udp_socket()
+    server = server_factory(repo, "--insecure-dev",
+                            env={"TWINFER_STREAM_RECEIVERS": f'["native:127.0.0.1:{listener.getsockname()[1]}"]'})
+    with Client("127.0.0.1", server.tcp) as client:
+        sender = StreamSender(client, "face_blendshapes", 32, 32)  # asks for no receiver itself
+        sender.send_frame(np.zeros((32, 32), np.uint8))
+        result = game_pb2.StreamResult.FromString(listener.recvfrom(65535)[0])
+        sender.close()
+    assert result.stream_id == sender.stream_id and len(result.values) == 52
+    assert server.stop() == 0

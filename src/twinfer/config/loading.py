@@ -6,6 +6,7 @@ Each leaf remembers where it came from, so a bad value is reported as one line n
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,6 +45,16 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]
     return out
 
 
+def _env_value(value: str) -> Any:
+    """Environment values are strings; a JSON list (`["a", "b"]`) is how a list setting is given there."""
+    if value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value  # pydantic names the key in its error
+    return value
+
+
 def _source_of(loc: tuple[Any, ...], sources: dict[str, str]) -> str:
     dotted = ".".join(str(p) for p in loc)
     while dotted:
@@ -76,7 +87,7 @@ def load_settings(
         if not name.upper().startswith(ENV_PREFIX) or name.upper() in IGNORED_ENV:
             continue
         dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
-        _set(tree, sources, dotted, value, name)
+        _set(tree, sources, dotted, _env_value(value), name)
     for dotted, value in (cli_overrides or {}).items():
         if value is not None:
             _set(tree, sources, dotted, value, "command line")

@@ -55,6 +55,8 @@ class Settings(_Section):
                                               "no heartbeat)")
     max_datagram_bytes: int = Field(65000, ge=128, le=65507, description="largest stream datagram accepted")
     max_streams: int = Field(1024, ge=1, description="streams open at once in one process")
+    stream_receivers: list[str] = Field(default_factory=list, description="receivers added to every stream, as "
+                                        "KIND:HOST:PORT (vmc, livelink, native), e.g. vmc:127.0.0.1:39539")
     repository_poll_s: float = Field(2.0, ge=0, description="seconds between repository scans (0 = no hot reload)")
     drain_timeout_s: float = Field(10.0, ge=0, description="on SIGTERM, wait this long for requests in flight")
 

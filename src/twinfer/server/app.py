@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from twinfer.backends import BackendOptions
 from twinfer.config import Settings
+from twinfer.errors import ConfigError, TwinferError
 from twinfer.http.connection import HttpFactory
 from twinfer.http.kserve_api import KServeHttpApi, MetricsOnly
 from twinfer.inference.facade import InferenceFacade
@@ -32,7 +33,8 @@ from twinfer.server.connection import ConnectionLimits, GameServerFactory
 from twinfer.server.sessions import SessionRegistry
 from twinfer.server.tokens import Authenticator
 from twinfer.streaming.endpoint import StreamEndpoint
-from twinfer.streaming.manager import StreamManager
+from twinfer.streaming.manager import StreamManager, parse_receiver_spec
+from twinfer.streaming.stream import Target
 
 log = Logger()
 
@@ -50,6 +52,13 @@ def advertised_host(settings: Settings) -> str:
     if settings.advertised_host:
         return settings.advertised_host
     return "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+
+
+def stream_receivers(settings: Settings) -> list[Target]:
+    try:
+        return [parse_receiver_spec(spec) for spec in settings.stream_receivers]
+    except TwinferError as exc:
+        raise ConfigError(f"config error: stream_receivers: {exc.message}") from None
 
 
 class TwinferServer:
@@ -70,6 +79,7 @@ class TwinferServer:
         self.streams = StreamManager(
             self.facade, reactor, ReactorThreads(reactor).run_io, advertised_host(settings),
             settings.stream_heartbeat_timeout_s, settings.max_datagram_bytes, settings.max_streams,
+            stream_receivers(settings),
         ) if settings.udp_port >= 0 else None
         self.context = ServerContext(self.facade, self.sessions, Authenticator(settings.auth.token_secret), reactor,
                                      self.streams)

@@ -27,6 +27,15 @@ MAX_TARGETS = 16
 MAX_SIDE = 4096
 
 
+def parse_receiver_spec(spec: str) -> Target:
+    """`vmc:127.0.0.1:39539` (from settings) -> Target."""
+    kind, _, address = spec.partition(":")
+    host, _, port = address.rpartition(":")
+    if not kind or not port.isdigit():
+        raise InvalidInput(f"receiver {spec!r}: expected KIND:HOST:PORT, e.g. vmc:127.0.0.1:39539")
+    return parse_target(game_pb2.StreamTarget(kind=kind, host=host, port=int(port)))
+
+
 def parse_target(target: game_pb2.StreamTarget) -> Target:
     kind = target.kind or "native"
     if kind not in FORMATS:
@@ -52,6 +61,7 @@ class StreamManager:
         heartbeat_timeout_s: float = 5.0,
         max_datagram_bytes: int = 65000,
         max_streams: int = 1024,
+        default_targets: list[Target] | None = None,
     ) -> None:
         self.facade = facade
         self.clock = clock
@@ -61,6 +71,7 @@ class StreamManager:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.max_datagram_bytes = max_datagram_bytes
         self.max_streams = max_streams
+        self.default_targets = list(default_targets or [])  # every stream sends to these too (from config)
         self.streams: dict[int, Stream] = {}
         self.dropped: Counter[str] = Counter()  # datagrams dropped before reaching a stream, by reason
         self.closed_stats: Counter[str] = Counter()  # totals of streams already closed
@@ -97,7 +108,7 @@ class StreamManager:
         output = config.outputs[0]
         labels = output.labels or tuple(f"{output.name}_{i}" for i in range(max(output.dims[-1], 0) if output.dims
                                                                              else 0))
-        targets = [parse_target(t) for t in request.targets]
+        targets = [*self.default_targets, *(parse_target(t) for t in request.targets)]
         if len(targets) > MAX_TARGETS:
             raise InvalidInput(f"at most {MAX_TARGETS} targets per stream")
         smoothing = None
@@ -111,7 +122,7 @@ class StreamManager:
             stream.add_target(target)
         self.streams[stream.id] = stream
         log.info("stream {id} opened: model {model} {w}x{h} {fmt}, {n} receivers", id=stream.id, model=config.name,
-                 w=request.width, h=request.height, fmt=pixel_format, n=len(targets))
+                 w=request.width, h=request.height, fmt=pixel_format, n=len(stream.targets))
         return stream
 
     def get(self, stream_id: int, owner: Any) -> Stream:
