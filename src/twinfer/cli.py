@@ -32,6 +32,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default 8002)")
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
     p.add_argument("--ports-file", type=Path, help="write the bound ports as JSON here once listening")
+    p.add_argument("--status-file", type=Path, help="write status JSON here every second (supervisor: workers)")
     p.add_argument("--log-format", choices=["text", "json"])
     p.add_argument("--log-level", choices=["debug", "info", "warn", "error"])
     p.add_argument("--insecure-dev", action="store_true", default=None,
@@ -104,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failover-command", help="shell command run during a failover test")
     p.add_argument("--failover-at", help="when to run it (default 2s)")
 
+    p = sub.add_parser("status", help="workers of a `serve --workers N` supervisor: pids, uptime, restarts, sessions")
+    p.add_argument("--status-file", type=Path, help="the supervisor's status file (default: PORTS_FILE.status.json)")
+    p.add_argument("--ports-file", type=Path, help="the --ports-file the supervisor was started with")
+
     p = sub.add_parser("token", help="mint a login token with the server's secret")
     p.add_argument("user")
     p.add_argument("--secret", help="token secret (default: TWINFER_AUTH__TOKEN_SECRET)")
@@ -114,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"serve": cmd_serve, "infer": cmd_infer, "models": cmd_models, "token": cmd_token,
-               "stream": cmd_stream, "receive": cmd_receive, "bot": cmd_bot}[args.command]
+               "stream": cmd_stream, "receive": cmd_receive, "bot": cmd_bot, "status": cmd_status}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
 SERVE_OVERRIDES = (
     "model_repository", "host", "tcp_port", "udp_port", "http_port", "grpc_port", "metrics_port", "workers",
-    "ports_file",
+    "ports_file", "status_file",
     "log_format", "log_level", "insecure_dev", "repository_poll_s",
 )
 
@@ -238,6 +243,15 @@ def cmd_bot(args: argparse.Namespace) -> int:
 
         parse_threshold(text)
     return main_run(scenario)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from twinfer.supervisor import print_status
+
+    path = args.status_file or (Path(f"{args.ports_file}.status.json") if args.ports_file else None)
+    if path is None:
+        raise ConfigError("status: pass --status-file or --ports-file")
+    return print_status(path)
 
 
 def cmd_token(args: argparse.Namespace) -> int:

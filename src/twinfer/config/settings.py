@@ -37,6 +37,11 @@ class Settings(_Section):
     model_repository: Path | None = Field(None, description="directory of models: <model>/<version>/model.onnx")
     ports_file: Path | None = Field(None, description="JSON file written atomically once every listener is up")
     workers: int = Field(1, ge=1, description="worker processes")
+    reuse_port: bool = Field(False, description="share listening ports with other processes (set for workers by "
+                             "the supervisor)")
+    worker_index: int = Field(-1, ge=-1, description="this worker's index under a supervisor (-1 = standalone)")
+    status_file: Path | None = Field(None, description="JSON status written every second (workers and "
+                                     "supervisor); `twinfer status` reads the supervisor's")
     log_format: Literal["text", "json"] = Field("text", description="text, or JSON lines for log collectors")
     log_level: Literal["debug", "info", "warn", "error"] = Field("info", description="lowest level logged")
     insecure_dev: bool = Field(False, description="allow running without a token secret (local development)")

@@ -154,10 +154,10 @@ class KServeGrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
 
 async def start_grpc_server(facade: InferenceFacade, host: str, port: int, admin_token: str,
-                            max_message_bytes: int) -> tuple[grpc.aio.Server, int]:
+                            max_message_bytes: int, reuse_port: bool = False) -> tuple[grpc.aio.Server, int]:
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
-               ("grpc.so_reuseport", 0)]
+               ("grpc.so_reuseport", 1 if reuse_port else 0)]
     server = grpc.aio.server(options=options)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeGrpcService(facade, admin_token), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twinfer.backends import BackendOptions
@@ -28,6 +29,7 @@ from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import ModelRepository
 from twinfer.inference.threads import ReactorThreads
 from twinfer.metrics import build_registry, exposition
+from twinfer.reuseport import listen_shared
 from twinfer.server.commands import ServerContext, default_registry
 from twinfer.server.connection import ConnectionLimits, GameServerFactory
 from twinfer.server.sessions import SessionRegistry
@@ -126,7 +128,11 @@ class TwinferServer:
             ("http", self.settings.http_port, self.http_factory),
             ("metrics", self.settings.metrics_port, self.metrics_factory),
         ):
-            if port_number >= 0:
+            if port_number >= 0 and self.settings.reuse_port:
+                port = listen_shared(self.reactor, self.settings.host, port_number, factory)
+                self._listeners.append(port)
+                self.ports[key] = port.getHost().port
+            elif port_number >= 0:
                 port = yield self._endpoint(port_number).listen(factory)
                 self._listeners.append(port)
                 self.ports[key] = port.getHost().port
@@ -140,11 +146,24 @@ class TwinferServer:
 
             self._grpc_server, self.ports["grpc"] = yield Deferred.fromFuture(asyncio.ensure_future(
                 start_grpc_server(self.facade, self.settings.host, self.settings.grpc_port,
-                                  self.settings.auth.admin_token, self.settings.max_http_body_bytes)
+                                  self.settings.auth.admin_token, self.settings.max_http_body_bytes,
+                                  self.settings.reuse_port)
             ))
         log.info("twinfer listening on {host}: {ports}", host=self.settings.host, ports=self.ports)
         if self.settings.ports_file is not None:
             write_ports_file(Path(self.settings.ports_file), self.ports)
+        if self.settings.status_file is not None:
+            self._status = LoopingCall(self._write_status)
+            self._status.start(1.0)
+
+    def _write_status(self) -> None:
+        """What a supervisor shows in `twinfer status` for this worker."""
+        write_ports_file(Path(self.settings.status_file), {  # same atomic JSON write
+            "pid": os.getpid(), "worker": self.settings.worker_index, "sessions": len(self.sessions),
+            "logged_in": self.sessions.logged_in, "http_connections": self.http_factory.connections,
+            "streams": len(self.streams.streams) if self.streams is not None else 0,
+            "models_ready": sum(1 for m in self.repository.models() if m.versions), "ports": self.ports,
+        })
 
     @inlineCallbacks
     def stop(self):

@@ -33,8 +33,6 @@ def run_server(settings: Settings) -> int:
     from twinfer.server.app import TwinferServer
 
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    if settings.workers != 1:
-        raise ConfigError(f"workers: {settings.workers} worker processes are not supported yet; use --workers 1")
     if settings.model_repository is None:
         raise ConfigError("model_repository: required (--model-repository DIR)")
     if not settings.auth.token_secret and not settings.insecure_dev:
@@ -42,7 +40,18 @@ def run_server(settings: Settings) -> int:
             "auth.token_secret: empty; set TWINFER_AUTH__TOKEN_SECRET, or pass --insecure-dev for local use"
         )
     setup_logging(settings.log_format, settings.log_level)
-    server = TwinferServer(settings, reactor)
+    if settings.workers > 1:
+        from twinfer.supervisor import Supervisor
+
+        return run_reactor(reactor, Supervisor(settings, reactor))
+    from twinfer.server.sessions import set_worker_index
+
+    set_worker_index(settings.worker_index)
+    return run_reactor(reactor, TwinferServer(settings, reactor))
+
+
+def run_reactor(reactor, server) -> int:
+    """Start `server` (anything with start() and stop() returning Deferreds), run until a signal, stop cleanly."""
     exit_code = [0]
 
     def started_failed(failure):

@@ -14,13 +14,20 @@ class SessionTransport(Protocol):
 
 
 _ids = itertools.count(1)
+_prefix = "s"
+
+
+def set_worker_index(index: int) -> None:
+    """Session ids name their worker (`w1-s7`), so a client and the logs can tell which process serves them."""
+    global _prefix
+    _prefix = f"w{index}-s" if index >= 0 else "s"
 
 
 @dataclass(eq=False, slots=True)
 class Session:
     connection: SessionTransport
     peer: str
-    session_id: str = field(default_factory=lambda: f"s{next(_ids)}")
+    session_id: str = field(default_factory=lambda: f"{_prefix}{next(_ids)}")
     user: str | None = None
     client_name: str = ""
     in_flight: int = 0
