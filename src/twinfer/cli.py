@@ -38,6 +38,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure-dev", action="store_true", default=None,
                    help="no token secret: anyone may connect (local development only)")
     p.add_argument("--token-secret", help="HMAC secret for login tokens (prefer TWINFER_AUTH__TOKEN_SECRET)")
+    p.add_argument("--config-server", help="config server URL (with --service-group)")
+    p.add_argument("--service-group", help="service group whose settings to pull and watch")
     p.add_argument("--repository-poll", type=float, dest="repository_poll_s",
                    help="seconds between repository scans for hot reload (0 = off)")
 
@@ -105,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failover-command", help="shell command run during a failover test")
     p.add_argument("--failover-at", help="when to run it (default 2s)")
 
+    p = sub.add_parser("config-server", help="serve service-group configs over HTTP")
+    p.add_argument("--port", type=int, default=20100)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--store", type=Path, required=True, help="directory of group configs (versions kept)")
+    p.add_argument("--write-token", help="token for PUT (prefer TWINFER_CONFIG_WRITE_TOKEN)")
+    p.add_argument("--ports-file", type=Path, help="write the bound port as JSON once listening")
+
     p = sub.add_parser("status", help="workers of a `serve --workers N` supervisor: pids, uptime, restarts, sessions")
     p.add_argument("--status-file", type=Path, help="the supervisor's status file (default: PORTS_FILE.status.json)")
     p.add_argument("--ports-file", type=Path, help="the --ports-file the supervisor was started with")
@@ -119,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"serve": cmd_serve, "infer": cmd_infer, "models": cmd_models, "token": cmd_token,
-               "stream": cmd_stream, "receive": cmd_receive, "bot": cmd_bot, "status": cmd_status}[args.command]
+               "stream": cmd_stream, "receive": cmd_receive, "bot": cmd_bot, "status": cmd_status,
+               "config-server": cmd_config_server}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
@@ -148,8 +158,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {key: getattr(args, key) for key in SERVE_OVERRIDES}
     overrides["auth.token_secret"] = args.token_secret
+    overrides["config_server"] = args.config_server
+    overrides["service_group"] = args.service_group
     settings = load_settings(args.config, cli_overrides=overrides)
-    return run_server(settings)
+    group_version, group_source = 0, ""
+    if settings.config_server and settings.service_group:
+        from twinfer.configserver.client import pull_group
+
+        document, group_source = pull_group(settings.config_server, settings.service_group,
+                                            settings.config_cache_dir)
+        group_version = int(document["version"])
+        label = f"service group {settings.service_group} v{group_version}"
+        settings = load_settings(args.config, cli_overrides=overrides,
+                                 group_layer=(label, document.get("settings") or {}))
+
+    def reload(group_layer):
+        return load_settings(args.config, cli_overrides=overrides, group_layer=group_layer)
+
+    return run_server(settings, reload, group_version, group_source)
 
 
 # --- client commands ----------------------------------------------------------------------------------------------
@@ -243,6 +269,15 @@ def cmd_bot(args: argparse.Namespace) -> int:
 
         parse_threshold(text)
     return main_run(scenario)
+
+
+def cmd_config_server(args: argparse.Namespace) -> int:
+    import os
+
+    from twinfer.configserver.service import run_config_server
+
+    token = args.write_token or os.environ.get("TWINFER_CONFIG_WRITE_TOKEN", "")
+    return run_config_server(args.host, args.port, args.store, token, args.ports_file)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

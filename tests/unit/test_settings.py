@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from twisted.logger import LogLevel
 
-from twinfer.config import load_settings, settings_reference_markdown
+from twinfer.config import Settings, load_settings, settings_reference_markdown
 from twinfer.errors import ConfigError
 from twinfer.logs import json_line, json_lines_observer
 
@@ -85,3 +86,60 @@ def test_json_log_lines_parse():
     stream = io.StringIO()
     json_lines_observer(stream)(event)
     assert stream.getvalue().endswith("\n") and json.loads(stream.getvalue())["namespace"] == "t"
+
+
+def test_cli_overrides_env_and_nested_env_keeps_yaml_siblings(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("auth:\n  admin_token: adm\n  token_ttl_s: 60\n")
+    s = load_settings(f, environ={"TWINFER_TCP_PORT": "9100", "TWINFER_AUTH__TOKEN_TTL_S": "120",
+                                  "TWINFER_ONNX__INTRA_OP_THREADS": "2"},
+                      cli_overrides={"tcp_port": 9200, "auth.token_ttl_s": 30})
+    assert (s.tcp_port, s.auth.token_ttl_s, s.auth.admin_token, s.onnx.intra_op_threads) == (9200, 30, "adm", 2)
+
+
+def test_booleans_accept_1_and_0():
+    assert load_settings(environ={"TWINFER_INSECURE_DEV": "1"}).insecure_dev
+    assert not load_settings(environ={"TWINFER_INSECURE_DEV": "0"}).insecure_dev
+
+
+def test_a_replaced_leaf_reports_the_layer_that_replaced_it():
+    with pytest.raises(ConfigError, match=r"tcp_port \(from command line\)"):
+        load_settings(environ={"TWINFER_TCP_PORT": "1"}, cli_overrides={"tcp_port.x": 1})
+
+
+@pytest.mark.parametrize("name", ["TWINFER_", "TWINFER_AUTH__", "TWINFER_AUTH____TOKEN_SECRET"])
+def test_malformed_env_names_are_named(name):
+    with pytest.raises(ConfigError, match=rf"{name}: not a setting name"):
+        load_settings(environ={name: "x"})
+
+
+def _dotted_keys(model, prefix=""):
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _dotted_keys(field.annotation, f"{prefix}{name}.")
+        else:
+            assert field.description, f"{prefix}{name} has no description"
+            yield f"{prefix}{name}"
+
+
+def test_reference_has_a_row_for_every_key():
+    table = settings_reference_markdown()
+    for key in _dotted_keys(Settings):
+        env = "TWINFER_" + key.upper().replace(".", "__")
+        assert f"| `{key}` | `{env}` |" in table
+
+
+def test_setup_logging_begins_once(monkeypatch):
+    import twinfer.logs as logs
+
+    calls = []
+
+    class FakeBeginner:
+        def beginLoggingTo(self, observers, redirectStandardIO=True):
+            calls.append((observers, redirectStandardIO))
+
+    monkeypatch.setattr(logs, "globalLogBeginner", FakeBeginner())
+    monkeypatch.setattr(logs, "_started", False)
+    logs.setup_logging("json", "warn", io.StringIO())
+    logs.setup_logging("text", "debug", io.StringIO())
+    assert len(calls) == 1 and calls[0][1] is False

@@ -37,6 +37,11 @@ class Settings(_Section):
     model_repository: Path | None = Field(None, description="directory of models: <model>/<version>/model.onnx")
     ports_file: Path | None = Field(None, description="JSON file written atomically once every listener is up")
     workers: int = Field(1, ge=1, description="worker processes")
+    config_server: str = Field("", description="config server URL; with service_group, settings come from it "
+                               "(after the YAML file, before the environment)")
+    service_group: str = Field("", description="the service group to pull from the config server")
+    config_cache_dir: Path = Field(Path("~/.cache/twinfer"), description="where the last group config is kept, "
+                                   "so the server starts when the config server is down")
     reuse_port: bool = Field(False, description="share listening ports with other processes (set for workers by "
                              "the supervisor)")
     worker_index: int = Field(-1, ge=-1, description="this worker's index under a supervisor (-1 = standalone)")

@@ -123,6 +123,16 @@ class ModelRepository:
             model.state, model.reason = "UNAVAILABLE", "server stopping"
         return gatherResults(retiring, consumeErrors=True)
 
+    def set_poll_interval(self, seconds: float) -> None:
+        """Change how often the directory is scanned (0 stops hot reload)."""
+        self._poll_interval_s = seconds
+        if self._poller is not None and self._poller.running:
+            self._poller.stop()
+        if seconds > 0:
+            self._poller = LoopingCall(self._poll_logged)
+            self._poller.clock = self._clock
+            self._poller.start(seconds, now=False)
+
     def _poll_logged(self) -> Deferred[None]:
         d = self.poll()
         d.addErrback(lambda f: log.failure("repository poll failed", f))

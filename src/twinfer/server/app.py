@@ -64,7 +64,9 @@ def stream_receivers(settings: Settings) -> list[Target]:
 
 
 class TwinferServer:
-    def __init__(self, settings: Settings, reactor: Any) -> None:
+    def __init__(self, settings: Settings, reactor: Any, reload_settings: Any = None) -> None:
+        """`reload_settings(group_layer) -> Settings` re-layers the settings with a new service-group config."""
+        self._reload_settings = reload_settings
         if settings.model_repository is None:
             raise ValueError("a model repository is required (--model-repository DIR)")
         self.settings = settings
@@ -107,6 +109,8 @@ class TwinferServer:
         )
         self.metrics_factory = HttpFactory(MetricsOnly(metrics), reactor, 1024, settings.idle_timeout_s)
         self.ports: dict[str, int] = {}
+        self.group_version = 0  # the service-group version the settings came from
+        self._stopping = False
         self._listeners: list[Any] = []
         self._grpc_server: Any = None
 
@@ -155,6 +159,78 @@ class TwinferServer:
         if self.settings.status_file is not None:
             self._status = LoopingCall(self._write_status)
             self._status.start(1.0)
+        if self.settings.config_server and self.settings.service_group and self._reload_settings is not None:
+            self.watch_group(self.group_version)
+
+    # --- service-group configs applied at runtime ---------------------------------------------------------------
+
+    def watch_group(self, version: int) -> None:
+        """Long-poll the config server for versions newer than `version`; apply what is safe, refuse the rest."""
+        from twinfer.configserver.client import cache_path, watch_once, write_cache
+
+        s = self.settings
+        d = ReactorThreads(self.reactor).run_io(watch_once, s.config_server, s.service_group, version, 25.0)
+
+        def got(document: Any) -> None:
+            if self._stopping:
+                return
+            if document is None:
+                self.watch_group(version)
+                return
+            write_cache(cache_path(s.config_cache_dir, s.service_group), document)
+            self.apply_group(document)
+            self.watch_group(int(document["version"]))
+
+        def failed(failure: Any) -> None:
+            if not self._stopping:
+                log.warn("config server {url}: {error}; retrying in 2 s", url=s.config_server,
+                         error=failure.getErrorMessage())
+                self.reactor.callLater(2.0, self.watch_group, version)
+
+        d.addCallbacks(got, failed)
+
+    def apply_group(self, document: dict[str, Any]) -> tuple[list[str], list[str]]:
+        from twinfer.configserver.client import RUNTIME_SAFE
+
+        label = f"service group {document.get('group')} v{document.get('version')}"
+        try:
+            new = self._reload_settings((label, document.get("settings") or {}))
+        except ConfigError as exc:
+            log.error("{label} refused: {error}", label=label, error=exc)
+            return [], ["(invalid)"]
+        changed = [k for k in type(new).model_fields if getattr(new, k) != getattr(self.settings, k)]
+        applied = [k for k in changed if k in RUNTIME_SAFE]
+        refused = [k for k in changed if k not in RUNTIME_SAFE]
+        for key in applied:
+            self._apply(key, getattr(new, key))
+        self.settings = self.settings.model_copy(update={k: getattr(new, k) for k in applied})
+        if applied:
+            log.info("{label}: applied {keys}", label=label, keys=", ".join(applied))
+        if refused:
+            log.warn("{label}: {keys} changed but need a restart; not applied", label=label, keys=", ".join(refused))
+        return applied, refused
+
+    def _apply(self, key: str, value: Any) -> None:
+        from dataclasses import replace
+
+        from twinfer.logs import set_log_level
+
+        limits = self.tcp_factory.limits
+        if key == "log_level":
+            set_log_level(value)
+        elif key == "repository_poll_s":
+            self.repository.set_poll_interval(value)
+        elif key == "idle_timeout_s":
+            self.tcp_factory.limits = replace(limits, idle_timeout_s=value)
+            self.http_factory.idle_timeout_s = value
+        elif key == "login_timeout_s":
+            self.tcp_factory.limits = replace(limits, login_timeout_s=value)
+        elif key == "max_inflight_per_session":
+            self.tcp_factory.limits = replace(limits, max_in_flight=value)
+        elif key == "stream_heartbeat_timeout_s" and self.streams is not None:
+            self.streams.heartbeat_timeout_s = value
+        elif key == "stream_receivers" and self.streams is not None:
+            self.streams.default_targets = stream_receivers(self.settings.model_copy(update={key: value}))
 
     def _write_status(self) -> None:
         """What a supervisor shows in `twinfer status` for this worker."""
@@ -168,6 +244,7 @@ class TwinferServer:
     @inlineCallbacks
     def stop(self):
         """Graceful drain; safe to call once from the reactor's shutdown trigger."""
+        self._stopping = True
         log.info("draining: refusing new inferences, waiting for requests in flight")
         drained = self.tcp_factory.drain()
         timeout = self.reactor.callLater(self.settings.drain_timeout_s, drained.cancel)

@@ -25,7 +25,7 @@ def install_asyncio_reactor() -> None:
         asyncioreactor.install(loop)
 
 
-def run_server(settings: Settings) -> int:
+def run_server(settings: Settings, reload_settings=None, group_version: int = 0, group_source: str = "") -> int:
     install_asyncio_reactor()
     from twisted.internet import reactor
 
@@ -47,7 +47,12 @@ def run_server(settings: Settings) -> int:
     from twinfer.server.sessions import set_worker_index
 
     set_worker_index(settings.worker_index)
-    return run_reactor(reactor, TwinferServer(settings, reactor))
+    if group_source:
+        log.info("service group {g} v{v} from {source}", g=settings.service_group, v=group_version,
+                 source=group_source)
+    server = TwinferServer(settings, reactor, reload_settings)
+    server.group_version = group_version
+    return run_reactor(reactor, server)
 
 
 def run_reactor(reactor, server) -> int:
