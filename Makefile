@@ -23,7 +23,10 @@ models: $(STAMP)
 run: models
 	$(BIN)/twinfer serve --model-repository models --insecure-dev $(ARGS)
 
-test: $(STAMP)
+$(BIN)/helm: $(STAMP)
+	$(BIN)/python tools/get_helm.py
+
+test: $(STAMP) $(BIN)/helm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 proto: $(STAMP)
