@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failover-command", help="shell command run during a failover test")
     p.add_argument("--failover-at", help="when to run it (default 2s)")
 
+    p = sub.add_parser("validate", help="run a model version against its validation set (the gate), offline")
+    p.add_argument("model")
+    p.add_argument("--model-repository", type=Path, required=True)
+    p.add_argument("--version", dest="model_version", help="version directory (default: the newest)")
+
     p = sub.add_parser("config-server", help="serve service-group configs over HTTP")
     p.add_argument("--port", type=int, default=20100)
     p.add_argument("--host", default="127.0.0.1")
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"serve": cmd_serve, "infer": cmd_infer, "models": cmd_models, "token": cmd_token,
                "stream": cmd_stream, "receive": cmd_receive, "bot": cmd_bot, "status": cmd_status,
-               "config-server": cmd_config_server}[args.command]
+               "config-server": cmd_config_server, "validate": cmd_validate}[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
@@ -269,6 +274,28 @@ def cmd_bot(args: argparse.Namespace) -> int:
 
         parse_threshold(text)
     return main_run(scenario)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from twinfer.backends import BackendOptions, load_backend
+    from twinfer.inference.config_loading import find_model_file, load_model_config
+    from twinfer.inference.validation_gate import validate
+
+    model_dir = args.model_repository / args.model
+    versions = sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit())
+    if not versions:
+        raise ConfigError(f"validate: no version directories in {model_dir}")
+    version = args.model_version or str(versions[-1])
+    model_file = find_model_file(model_dir / version)
+    if model_file is None:
+        raise ConfigError(f"validate: no model file in {model_dir / version}")
+    config = load_model_config(model_dir, model_file)
+    if config.validation is None:
+        raise ConfigError(f"validate: {model_dir} config has no `validation` section")
+    backend = load_backend(config, model_file, BackendOptions())
+    report = validate(config, backend, model_dir)
+    print(f"{args.model} version {version}: {report.summary()}")
+    return 0 if report.passed else 1
 
 
 def cmd_config_server(args: argparse.Namespace) -> int:

@@ -75,6 +75,18 @@ class VersionPolicy(_Strict):
         return ordered[: self.latest_n]
 
 
+class ValidationConfig(_Strict):
+    """The gate a new version must pass before it takes traffic: a dataset of inputs and expected outputs (an
+    `.npz` file, relative to the model directory, holding one array per input and per checked output name) and
+    the largest mean absolute error allowed, overall and per value of the last axis (e.g. per blendshape)."""
+
+    dataset: str
+    max_mae: float = Field(gt=0)
+    max_mae_per_value: float | None = Field(default=None, gt=0)
+    outputs: tuple[str, ...] = ()  # empty = every output present in the dataset
+    batch_size: int = Field(default=32, ge=1)
+
+
 class ModelConfig(_Strict):
     """Everything the server needs to serve one model."""
 
@@ -87,6 +99,7 @@ class ModelConfig(_Strict):
     instance_count: int = Field(default=1, ge=1, le=64)
     version_policy: VersionPolicy = VersionPolicy()
     warmup: bool = True
+    validation: ValidationConfig | None = None
     parameters: dict[str, str] = {}
 
     @model_validator(mode="after")

@@ -52,6 +52,21 @@ def load_and_warm(config: ModelConfig, model_file: Path, options: BackendOptions
         except Exception as exc:
             backend.close()
             raise ModelLoadError(f"model {config.name!r}: warm-up failed on {model_file}: {exc}") from exc
+    if config.validation is not None:
+        from twinfer.inference.validation_gate import validate
+
+        try:
+            report = validate(config, backend, model_file.parent.parent)
+        except ModelLoadError:
+            backend.close()
+            raise
+        except Exception as exc:  # a dataset that does not fit the model
+            backend.close()
+            raise ModelLoadError(f"model {config.name!r}: validation could not run: {exc}") from exc
+        if not report.passed:
+            backend.close()
+            raise ModelLoadError(f"model {config.name!r} version {model_file.parent.name} refused by its "
+                                 f"validation gate: {report.summary()}")
     return backend
 
 
