@@ -26,8 +26,8 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from twinfer.config import Settings
+from twinfer.jsonfile import write_json_atomically
 from twinfer.reuseport import reserve_port
-from twinfer.server.app import write_ports_file
 
 log = Logger()
 SHARED = ("tcp", "http", "metrics", "grpc")
@@ -151,7 +151,7 @@ class Supervisor:
         log.info("supervisor: {n} workers listening on {host}: {ports}", n=len(self.workers),
                  host=self.settings.host, ports=ports)
         if self.settings.ports_file is not None:
-            write_ports_file(Path(self.settings.ports_file), ports)
+            write_json_atomically(Path(self.settings.ports_file), ports)
 
     def status(self) -> dict[str, Any]:
         rows = []
@@ -169,7 +169,7 @@ class Supervisor:
         return {"supervisor_pid": os.getpid(), "ports": self.ports, "workers": rows}
 
     def _write_status(self) -> None:
-        write_ports_file(Path(self.status_file), self.status())
+        write_json_atomically(Path(self.status_file), self.status())
 
     def stop(self) -> Deferred[Any]:
         """Forward SIGTERM; SIGKILL whoever is still draining after drain_timeout_s + 5 s."""

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from twinfer.config.loading import first_error
 from twinfer.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*([0-9.]+)\s*(ms|s|m|h)?\s*$")
@@ -140,7 +141,5 @@ def load_scenario(path: Path | None, overrides: dict[str, Any]) -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        _, key, message = first_error(exc)
         raise ConfigError(f"scenario error: {key}: {message}") from None

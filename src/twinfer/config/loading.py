@@ -68,6 +68,14 @@ def _env_value(value: str) -> Any:
     return value
 
 
+def first_error(exc: ValidationError) -> tuple[tuple[Any, ...], str, str]:
+    """(location, dotted key, readable message) of a pydantic error's first problem: one line for the user."""
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    return first["loc"], key, message
+
+
 def _source_of(loc: tuple[Any, ...], sources: dict[str, str]) -> str:
     """Where the value at a pydantic error location came from: the nearest recorded key at or above it,
     else a key below it."""
@@ -124,8 +132,6 @@ def load_settings(
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        loc, key, message = first_error(exc)
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"config error: {key} (from {_source_of(first['loc'], sources)}): {message}{more}") from None
+        raise ConfigError(f"config error: {key} (from {_source_of(loc, sources)}): {message}{more}") from None

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from twinfer.errors import ConfigError
+from twinfer.jsonfile import write_json_atomically
 
 # Settings a running server can take without a restart; anything else waits for one (and is logged as such).
 RUNTIME_SAFE = frozenset({
@@ -38,11 +38,7 @@ def cache_path(cache_dir: Path, group: str) -> Path:
 
 
 def write_cache(path: Path, document: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(document, f)
-    os.replace(tmp, path)
+    write_json_atomically(path, document)
 
 
 def pull_group(server: str, group: str, cache_dir: Path, timeout: float = 3.0) -> tuple[dict[str, Any], str]:

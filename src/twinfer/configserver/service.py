@@ -35,14 +35,13 @@ def check_settings(settings: dict[str, Any]) -> None:
     """A group config is a partial Settings mapping: unknown keys and bad values are refused, naming the key."""
     from pydantic import ValidationError
 
+    from twinfer.config.loading import first_error
     from twinfer.config.settings import Settings
 
     try:
         Settings.model_validate(settings)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        _, key, message = first_error(exc)
         raise InvalidInput(f"{key}: {message}") from None
 
 
@@ -171,8 +170,8 @@ def run_config_server(host: str, port: int, store_dir: Any, write_token: str, po
     from twisted.logger import Logger
 
     from twinfer.http.connection import HttpFactory
+    from twinfer.jsonfile import write_json_atomically
     from twinfer.logs import setup_logging
-    from twinfer.server.app import write_ports_file
 
     setup_logging("text", "info")
     log = Logger()
@@ -183,6 +182,6 @@ def run_config_server(host: str, port: int, store_dir: Any, write_token: str, po
         log.warn("config server: no write token; PUT is refused until one is set (TWINFER_CONFIG_WRITE_TOKEN)")
     log.info("config server on {host}:{port}, store {store}", host=host, port=bound, store=store_dir)
     if ports_file:
-        write_ports_file(Path(ports_file), {"http": bound})
+        write_json_atomically(Path(ports_file), {"http": bound})
     reactor.run()
     return 0

@@ -9,9 +9,7 @@ listeners, unload the models.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from twinfer.http.kserve_api import KServeHttpApi, MetricsOnly
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import ModelRepository
 from twinfer.inference.threads import ReactorThreads
+from twinfer.jsonfile import write_json_atomically
 from twinfer.metrics import build_registry, exposition
 from twinfer.reuseport import listen_shared
 from twinfer.server.commands import ServerContext, default_registry
@@ -39,15 +38,6 @@ from twinfer.streaming.manager import StreamManager, parse_receiver_spec
 from twinfer.streaming.stream import Target
 
 log = Logger()
-
-
-def write_ports_file(path: Path, ports: dict[str, int]) -> None:
-    """Write JSON atomically: readers see the old file or the whole new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(ports, f)
-    os.replace(tmp, path)
 
 
 def advertised_host(settings: Settings) -> str:
@@ -155,7 +145,7 @@ class TwinferServer:
             ))
         log.info("twinfer listening on {host}: {ports}", host=self.settings.host, ports=self.ports)
         if self.settings.ports_file is not None:
-            write_ports_file(Path(self.settings.ports_file), self.ports)
+            write_json_atomically(Path(self.settings.ports_file), self.ports)
         if self.settings.status_file is not None:
             self._status = LoopingCall(self._write_status)
             self._status.start(1.0)
@@ -234,7 +224,7 @@ class TwinferServer:
 
     def _write_status(self) -> None:
         """What a supervisor shows in `twinfer status` for this worker."""
-        write_ports_file(Path(self.settings.status_file), {  # same atomic JSON write
+        write_json_atomically(Path(self.settings.status_file), {
             "pid": os.getpid(), "worker": self.settings.worker_index, "sessions": len(self.sessions),
             "logged_in": self.sessions.logged_in, "http_connections": self.http_factory.connections,
             "streams": len(self.streams.streams) if self.streams is not None else 0,
