@@ -7,6 +7,10 @@
 - `face_blendshapes`: a 1x256x256 grayscale image in [0,1] -> 52 values in [0,1] labelled with the ARKit names.
   A real small CNN graph, but its weights are RANDOM: it shows the plumbing, not a face tracker, until the
   training pipeline publishes a trained version.
+
+Every file is written to a temporary name beside its target and renamed into place, and a model is renamed only
+after ONNX Runtime has loaded it and run a zero input: a server watching the repository never sees half a file,
+and a failed build never leaves a file that the next (idempotent) build would mistake for a finished one.
 """
 
 from __future__ import annotations
@@ -15,34 +19,81 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
 from twinfer.arkit import ARKIT_BLENDSHAPES
 
-
-def _save_atomically(model, path: Path) -> None:
+if TYPE_CHECKING:
     import onnx
 
-    onnx.checker.check_model(model)
+OPSET = 17
+IR_VERSION = 8  # loadable by older onnxruntime builds (1.15+) too, not only the one in our venv
+
+FACE_CONFIG_HEADER = (
+    "# Built by `make models` (twinfer.demo_models). The weights are RANDOM until the training pipeline\n"
+    "# publishes a trained version; the labels and the plumbing are real.\n"
+)
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None], check: Callable[[Path], None] | None = None) -> None:
+    """Write via a temporary file beside `path`, run `check` on it, then rename it into place.
+
+    mkstemp creates 0600 files; they are widened to 0644 (what a plain `open` gives under the usual umask) so a
+    server running as another user (a service account, a container user) can read a repository someone else built.
+    Fixed rather than read from os.umask(), which can only be read by setting it: racy in a threaded process.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    onnx.save(model, tmp)
-    os.replace(tmp, path)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        if check is not None:
+            check(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def _finish(graph):
+def _runs_in_onnxruntime(inputs: dict[str, np.ndarray]) -> Callable[[Path], None]:
+    """A check that refuses a model ONNX Runtime cannot load or run (the server would refuse it later anyway)."""
+
+    def check(path: Path) -> None:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session.run(None, inputs)
+
+    return check
+
+
+def _save_model(model: onnx.ModelProto, path: Path, sample_inputs: dict[str, np.ndarray]) -> None:
+    """Check the graph with the ONNX checker, then write it atomically once ONNX Runtime has run it."""
+    import onnx
+
+    onnx.checker.check_model(model, full_check=True)
+    _write_atomically(path, lambda tmp: onnx.save(model, str(tmp)), _runs_in_onnxruntime(sample_inputs))
+
+
+def _finish(graph: onnx.GraphProto) -> onnx.ModelProto:
+    """Wrap a graph in a model with a pinned opset and IR version, so the bytes do not drift with onnx upgrades."""
     from onnx import helper
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="twinfer")
-    model.ir_version = 8  # loadable by older onnxruntime builds too
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="twinfer")
+    model.ir_version = IR_VERSION
     return model
 
 
-def build_tiny(path: Path) -> None:
+def tiny_model() -> onnx.ModelProto:
+    """relu(INPUT0 @ W), W = default_rng(0) standard normal 16x16: identical to the peers' benchmark model, so
+    numbers measured against either server compare like for like."""
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32)
@@ -53,11 +104,21 @@ def build_tiny(path: Path) -> None:
         [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["batch", 16])],
         initializer=[numpy_helper.from_array(w, name="W")],
     )
-    _save_atomically(_finish(graph), path)
+    return _finish(graph)
 
 
-def build_face_blendshapes(path: Path) -> None:
-    """Conv(1->8, k5, s4)+Relu, Conv(8->16, k3, s2)+Relu, GlobalAveragePool, Flatten, Gemm(16->52), Sigmoid."""
+def build_tiny(path: Path) -> None:
+    """Write the `tiny` model to `path` (atomically, after ONNX Runtime has run it)."""
+    _save_model(tiny_model(), path, {"INPUT0": np.zeros((1, 16), np.float32)})
+
+
+def face_blendshapes_model() -> onnx.ModelProto:
+    """Conv(1->8, k5, s4)+Relu, Conv(8->16, k3, s2)+Relu, GlobalAveragePool, Flatten, Gemm(16->52), Sigmoid.
+
+    Small enough to run in well under a millisecond on a CPU, yet a real convolutional graph, so batching,
+    threading and the stream path are exercised with realistic shapes. He-initialised weights from a fixed seed:
+    the outputs vary with the image but mean nothing until a trained version replaces this one.
+    """
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(52)
@@ -90,16 +151,17 @@ def build_face_blendshapes(path: Path) -> None:
         [helper.make_tensor_value_info("blendshapes", TensorProto.FLOAT, ["batch", 52])],
         initializer=[numpy_helper.from_array(v, name=k) for k, v in weights.items()],
     )
-    _save_atomically(_finish(graph), path)
+    return _finish(graph)
 
 
-FACE_CONFIG_HEADER = (
-    "# Built by `make models` (twinfer.demo_models). The weights are RANDOM until the training pipeline\n"
-    "# publishes a trained version; the labels and the plumbing are real.\n"
-)
+def build_face_blendshapes(path: Path) -> None:
+    """Write the `face_blendshapes` model to `path` (atomically, after ONNX Runtime has run it)."""
+    _save_model(face_blendshapes_model(), path, {"image": np.zeros((1, 1, 256, 256), np.float32)})
 
 
-def face_config() -> dict:
+def face_config() -> dict[str, Any]:
+    """The face model's config: batching tuned for many 60 fps streams, outputs labelled with the ARKit names so
+    VMC / Live Link receivers get names rather than indices."""
     return {
         "max_batch_size": 64,
         "dynamic_batching": {"max_queue_delay_us": 500, "preferred_batch_sizes": [8, 16]},
@@ -107,42 +169,38 @@ def face_config() -> dict:
     }
 
 
-def _verify(path: Path, inputs: dict[str, np.ndarray]) -> None:
-    """Refuse to leave a model on disk that ONNX Runtime cannot run."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    session.run(None, inputs)
+def face_config_text() -> str:
+    """config.yaml as written: the header (so nobody mistakes the weights for trained ones), then the YAML."""
+    return FACE_CONFIG_HEADER + yaml.safe_dump(face_config(), sort_keys=False, default_flow_style=None, width=100)
 
 
 def build_repository(root: Path, force: bool = False) -> list[Path]:
-    """Write the demo repository under `root`; returns the files written (existing ones are kept unless force)."""
+    """Write the demo repository under `root`; returns the files written (existing ones are kept unless force).
+
+    Idempotent so `make run` can depend on it without rebuilding (and without touching mtimes a running server's
+    repository poller would react to).
+    """
+    root = Path(root)
+    steps: list[tuple[Path, Callable[[Path], None]]] = [
+        (root / "tiny" / "1" / "model.onnx", build_tiny),
+        (root / "face_blendshapes" / "1" / "model.onnx", build_face_blendshapes),
+        (root / "face_blendshapes" / "config.yaml",
+         lambda path: _write_atomically(path, lambda tmp: tmp.write_text(face_config_text(), encoding="utf-8"))),
+    ]
     written: list[Path] = []
-    tiny = root / "tiny" / "1" / "model.onnx"
-    if force or not tiny.exists():
-        build_tiny(tiny)
-        _verify(tiny, {"INPUT0": np.zeros((1, 16), np.float32)})
-        written.append(tiny)
-    face = root / "face_blendshapes" / "1" / "model.onnx"
-    if force or not face.exists():
-        build_face_blendshapes(face)
-        _verify(face, {"image": np.zeros((1, 1, 256, 256), np.float32)})
-        written.append(face)
-    config = root / "face_blendshapes" / "config.yaml"
-    if force or not config.exists():
-        text = FACE_CONFIG_HEADER + yaml.safe_dump(face_config(), sort_keys=False, default_flow_style=None, width=100)
-        fd, tmp = tempfile.mkstemp(dir=config.parent, prefix=".config.yaml.")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, config)
-        written.append(config)
+    for path, build in steps:
+        if force or not path.exists():
+            build(path)
+            written.append(path)
     return written
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m twinfer.demo_models [DIR] [--force]`: build the repository and say what was written."""
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     parser = argparse.ArgumentParser(prog="python -m twinfer.demo_models", description="Build the demo models.")
-    parser.add_argument("directory", nargs="?", default="models", type=Path)
+    parser.add_argument("directory", nargs="?", default="models", type=Path,
+                        help="model repository to write (default: models)")
     parser.add_argument("--force", action="store_true", help="rebuild files that already exist")
     args = parser.parse_args(argv)
     written = build_repository(args.directory, args.force)

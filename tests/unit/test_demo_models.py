@@ -1,33 +1,93 @@
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
+import pytest
 import yaml
 
 from tests.support import tiny_reference
+from twinfer import demo_models
 from twinfer.arkit import ARKIT_BLENDSHAPES
-from twinfer.demo_models import build_repository
+from twinfer.demo_models import build_repository, main
 
 
-def test_demo_repository_builds_runnable_models_once(tmp_path):
-    written = build_repository(tmp_path)
-    assert len(written) == 3
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_tiny_is_relu_of_matmul_with_seed_0_weights(tmp_path):
+    build_repository(tmp_path)
+    w = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32)
     x = np.random.default_rng(4).standard_normal((3, 16)).astype(np.float32)
-    tiny = ort.InferenceSession(str(tmp_path / "tiny" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(tiny.run(None, {"INPUT0": x})[0], tiny_reference(x), rtol=1e-5, atol=1e-6)
-    face = ort.InferenceSession(str(tmp_path / "face_blendshapes" / "1" / "model.onnx"),
-                                providers=["CPUExecutionProvider"])
-    [y] = face.run(None, {"image": np.random.default_rng(5).random((2, 1, 256, 256), np.float32)})
-    assert y.shape == (2, 52) and (y >= 0).all() and (y <= 1).all()
-    config = yaml.safe_load((tmp_path / "face_blendshapes" / "config.yaml").read_text())
-    assert config["outputs"][0]["labels"] == list(ARKIT_BLENDSHAPES)
-    assert not (tmp_path / "tiny" / "config.yaml").exists()
+    [y] = _session(tmp_path / "tiny" / "1" / "model.onnx").run(None, {"INPUT0": x})
+    assert y.shape == (3, 16) and y.dtype == np.float32
+    np.testing.assert_allclose(y, np.maximum(x @ w, 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y, tiny_reference(x), rtol=1e-5, atol=1e-6)
+    assert not (tmp_path / "tiny" / "config.yaml").exists()  # the server derives tiny's config from the graph
+
+
+def test_face_model_gives_52_values_in_unit_range(tmp_path):
+    build_repository(tmp_path)
+    session = _session(tmp_path / "face_blendshapes" / "1" / "model.onnx")
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("image", ["batch", 1, 256, 256])]
+    assert [(o.name, o.shape) for o in session.get_outputs()] == [("blendshapes", ["batch", 52])]
+    [y] = session.run(None, {"image": np.random.default_rng(5).random((2, 1, 256, 256), np.float32)})
+    assert y.shape == (2, 52) and y.dtype == np.float32
+    assert (y >= 0).all() and (y <= 1).all()
+
+
+def test_face_config_has_the_52_arkit_labels_and_batching(tmp_path):
+    build_repository(tmp_path)
+    text = (tmp_path / "face_blendshapes" / "config.yaml").read_text()
+    assert text.startswith("# Built by `make models`") and "RANDOM" in text
+    config = yaml.safe_load(text)
+    assert config["max_batch_size"] == 64
+    assert config["dynamic_batching"] == {"max_queue_delay_us": 500, "preferred_batch_sizes": [8, 16]}
+    [output] = config["outputs"]
+    assert output["name"] == "blendshapes"
+    assert len(output["labels"]) == 52 and output["labels"] == list(ARKIT_BLENDSHAPES)
+
+
+def test_second_build_rewrites_nothing_and_force_rewrites_everything(tmp_path):
+    written = build_repository(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+        "face_blendshapes/1/model.onnx", "face_blendshapes/config.yaml", "tiny/1/model.onnx"]
     mtimes = {p: p.stat().st_mtime_ns for p in written}
     assert build_repository(tmp_path) == []
     assert {p: p.stat().st_mtime_ns for p in written} == mtimes
+    before = {p: p.read_bytes() for p in written}
+    assert sorted(build_repository(tmp_path, force=True)) == sorted(written)
+    assert {p: p.read_bytes() for p in written} == before  # deterministic: same seeds, same bytes
+
+
+def test_files_are_readable_by_others_and_no_temporaries_are_left(tmp_path):
+    written = build_repository(tmp_path)
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path  # mkstemp alone would give 0600
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]
+
+
+def test_a_model_onnxruntime_cannot_run_is_never_left_behind(tmp_path, monkeypatch):
+    def broken(path: Path) -> None:
+        raise RuntimeError("onnxruntime refused it")
+
+    monkeypatch.setattr(demo_models, "_runs_in_onnxruntime", lambda inputs: broken)
+    with pytest.raises(RuntimeError):
+        build_repository(tmp_path)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # so the next build does not skip it
+
+
+def test_cli_builds_then_reports_nothing_to_do(tmp_path, capsys):
+    assert main([str(tmp_path / "repo")]) == 0
+    assert capsys.readouterr().out.count("wrote ") == 3
+    assert main([str(tmp_path / "repo")]) == 0
+    assert "already built" in capsys.readouterr().out
 
 
 def test_arkit_names_are_the_canonical_52():
-    assert len(set(ARKIT_BLENDSHAPES)) == 52
+    assert len(ARKIT_BLENDSHAPES) == 52 and len(set(ARKIT_BLENDSHAPES)) == 52
     assert ARKIT_BLENDSHAPES[0] == "eyeBlinkLeft" and ARKIT_BLENDSHAPES[17] == "jawOpen"
     assert ARKIT_BLENDSHAPES[-1] == "tongueOut"
