@@ -1,8 +1,14 @@
 """The blocking Python client of the game protocol.
 
-One socket, one reader thread: requests are written under a lock and answered through futures keyed by request
-id, so `infer_async` can keep many requests in flight on one connection (pipelining) and replies may come back in
-any order. `infer` is `infer_async(...).result(timeout)`.
+One socket and one reader thread. Requests are written under a send lock and answered through futures kept in a
+dict keyed by request id, so `infer_async` keeps many requests in flight on one connection (pipelining) and the
+server may answer them in any order. The dict has its own lock, separate from the send lock: the reader must be
+able to resolve replies while a large request is still being written, or a server that stops reading until its
+replies drain would deadlock with us.
+
+Every blocking wait (a reply, the send lock, the socket write) is bounded by the client's `timeout` and raises
+TimeoutError. When the connection ends (EOF, a network error, a `kicked` message, `close()`), every request in
+flight fails with SessionClosed carrying the reason, and every later call raises it at once.
 """
 
 from __future__ import annotations
@@ -10,10 +16,10 @@ from __future__ import annotations
 import itertools
 import socket
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import numpy as np
 
@@ -24,26 +30,38 @@ from twinfer.protocol.framing import FrameDecoder
 
 T = TypeVar("T")
 
+RECV_BYTES = 1 << 20
+
 
 class Client:
+    """A connection to a twinfer game port.
+
+    Output arrays are read-only numpy views on the reply's bytes (no copy); `.copy()` one to modify it. Futures
+    from `infer_async` are resolved on the reader thread, so their done-callbacks must not block.
+    """
+
     def __init__(
         self,
         host: str = "127.0.0.1",
         port: int = 9000,
         token: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = 30.0,
         client_name: str = "twinfer-python",
     ) -> None:
+        self.host = host
+        self.port = port
         self.timeout = timeout
         self.client_name = client_name
         self._sock = socket.create_connection((host, port), timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock.settimeout(None)
+        # The socket keeps the timeout so a write to a stalled server can't block forever; the reader treats an
+        # idle receive timeout as nothing happening.
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[Future[Any], Callable[[game_pb2.ServerMessage], Any]]] = {}
-        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[Future[Any], messages.Decode]] = {}
+        self._pending_lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._closed: SessionClosed | None = None
-        self._reader = threading.Thread(target=self._read_loop, name=f"twinfer-client-{host}:{port}", daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name=f"twinfer-client {host}:{port}", daemon=True)
         self._reader.start()
         if token is not None:
             try:
@@ -54,138 +72,193 @@ class Client:
 
     # --- public API ---------------------------------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
     def login(self, token: str) -> game_pb2.LoginResponse:
-        return self._call(lambda rid: messages.build_login(rid, token, self.client_name),
-                          lambda m: messages.check(m).login)
+        """Authenticate this connection; raises Unauthenticated for a bad or expired token."""
+        return self._call(messages.login(token, self.client_name))
 
     def infer(
         self,
         model: str,
-        inputs: dict[str, np.ndarray],
+        inputs: Mapping[str, np.ndarray],
         version: str | None = None,
-        outputs: list[str] | None = None,
+        outputs: Iterable[str] | None = None,
         timeout_ms: int = 0,
     ) -> dict[str, np.ndarray]:
-        """Run one inference; outputs are read-only arrays (copy them to modify)."""
-        return self._wait(self.infer_async(model, inputs, version, outputs, timeout_ms))
+        """Run one inference and wait for its outputs (read-only arrays)."""
+        return self._call(messages.infer(model, inputs, version, outputs, timeout_ms))
 
     def infer_async(
         self,
         model: str,
-        inputs: dict[str, np.ndarray],
+        inputs: Mapping[str, np.ndarray],
         version: str | None = None,
-        outputs: list[str] | None = None,
+        outputs: Iterable[str] | None = None,
         timeout_ms: int = 0,
     ) -> Future[dict[str, np.ndarray]]:
-        return self._submit(lambda rid: messages.build_infer(rid, model, inputs, version, outputs, timeout_ms),
-                            messages.infer_outputs)
+        """Send one inference without waiting: the future resolves when its reply arrives, in whatever order.
+
+        Waiting on the future is up to the caller (`future.result(timeout)`); only the send is bounded here.
+        """
+        return self._submit(messages.infer(model, inputs, version, outputs, timeout_ms))[1]
 
     def models(self) -> list[game_pb2.ModelStatus]:
-        return self._call(messages.build_list_models, lambda m: list(messages.check(m).list_models.models))
+        return self._call(messages.list_models())
 
     def model_metadata(self, model: str, version: str | None = None) -> game_pb2.ModelMetadataResponse:
-        return self._call(lambda rid: messages.build_model_metadata(rid, model, version),
-                          lambda m: messages.check(m).model_metadata)
-
-    def open_stream(self, request: game_pb2.OpenStreamRequest) -> game_pb2.OpenStreamResponse:
-        return self._call(lambda rid: messages.build_body(rid, "open_stream", request),
-                          lambda m: messages.check(m).open_stream)
-
-    def close_stream(self, stream_id: int) -> game_pb2.StreamAck:
-        request = game_pb2.CloseStreamRequest(stream_id=stream_id)
-        return self._call(lambda rid: messages.build_body(rid, "close_stream", request),
-                          lambda m: messages.check(m).stream_ack)
-
-    def subscribe(self, stream_id: int, target: game_pb2.StreamTarget) -> game_pb2.StreamAck:
-        request = game_pb2.SubscribeRequest(stream_id=stream_id, target=target)
-        return self._call(lambda rid: messages.build_body(rid, "subscribe", request),
-                          lambda m: messages.check(m).stream_ack)
-
-    def unsubscribe(self, stream_id: int, target: game_pb2.StreamTarget) -> game_pb2.StreamAck:
-        request = game_pb2.UnsubscribeRequest(stream_id=stream_id, target=target)
-        return self._call(lambda rid: messages.build_body(rid, "unsubscribe", request),
-                          lambda m: messages.check(m).stream_ack)
+        return self._call(messages.model_metadata(model, version))
 
     def ping(self) -> float:
-        """Round-trip time in seconds."""
-        return self._call(messages.build_ping, messages.ping_seconds)
+        """Round-trip time in seconds (the server echoes our monotonic clock stamp)."""
+        return self._call(messages.ping())
+
+    def open_stream(self, request: game_pb2.OpenStreamRequest) -> game_pb2.OpenStreamResponse:
+        return self._call(messages.open_stream(request))
+
+    def close_stream(self, stream_id: int) -> game_pb2.StreamAck:
+        return self._call(messages.close_stream(stream_id))
+
+    def subscribe(self, stream_id: int, target: game_pb2.StreamTarget) -> game_pb2.StreamAck:
+        return self._call(messages.subscribe(stream_id, target))
+
+    def unsubscribe(self, stream_id: int, target: game_pb2.StreamTarget) -> game_pb2.StreamAck:
+        return self._call(messages.unsubscribe(stream_id, target))
 
     def close(self) -> None:
-        if self._closed is None:
-            self._fail_all(SessionClosed("client closed"))
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
+        """Close the connection (idempotent); requests still in flight fail with SessionClosed."""
+        self._fail_all(SessionClosed("client closed"))
+        self._shutdown()
         if threading.current_thread() is not self._reader:
             self._reader.join(self.timeout)
+        self._sock.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # --- plumbing -----------------------------------------------------------------------------------------------
+    # --- sending ------------------------------------------------------------------------------------------------
 
-    def _call(self, build: Callable[[int], bytes], decode: Callable[[game_pb2.ServerMessage], T]) -> T:
-        return self._wait(self._submit(build, decode))
-
-    def _wait(self, future: Future[T]) -> T:
+    def _call(self, call: messages.Call[T]) -> T:
+        request_id, future = self._submit(call)
         try:
             return future.result(self.timeout)
         except FutureTimeout:
-            raise TimeoutError(f"no reply within {self.timeout} s") from None
-
-    def _submit(self, build: Callable[[int], bytes], decode: Callable[[game_pb2.ServerMessage], T]) -> Future[T]:
-        future: Future[T] = Future()
-        with self._lock:
-            if self._closed is not None:
-                raise self._closed
-            request_id = next(self._ids)
-            self._pending[request_id] = (future, decode)
-            try:
-                self._sock.sendall(build(request_id))
-            except OSError as exc:
+            # Forget it: a late reply is dropped instead of kept for a future nobody waits on.
+            with self._pending_lock:
                 self._pending.pop(request_id, None)
-                raise SessionClosed(f"connection lost: {exc}") from exc
-        return future
+            future.cancel()
+            raise TimeoutError(f"no reply to request {request_id} within {self.timeout} s") from None
+
+    def _submit(self, call: messages.Call[T]) -> tuple[int, Future[T]]:
+        self._raise_if_closed()
+        request_id = next(self._ids)
+        data = call.build(request_id)  # outside the locks: encoding big tensors must not hold up other threads
+        future: Future[T] = Future()
+        with self._pending_lock:
+            self._raise_if_closed()
+            self._pending[request_id] = (future, call.decode)  # before sending: the reply may beat sendall back
+        try:
+            self._send(data)
+        except BaseException:
+            with self._pending_lock:
+                self._pending.pop(request_id, None)
+            raise
+        return request_id, future
+
+    def _send(self, data: bytes) -> None:
+        if not self._send_lock.acquire(timeout=-1 if self.timeout is None else self.timeout):
+            raise TimeoutError(f"could not send within {self.timeout} s: another request is stuck writing")
+        try:
+            self._sock.sendall(data)
+        except TimeoutError:
+            # Part of the frame may be on the wire: the stream is out of step, so the connection is lost.
+            self._abort(SessionClosed(f"send timed out after {self.timeout} s"))
+            raise TimeoutError(f"could not send within {self.timeout} s") from None
+        except OSError as exc:
+            self._abort(SessionClosed(f"connection lost: {exc}"))
+            raise self._closed_error() from exc
+        finally:
+            self._send_lock.release()
+
+    def _raise_if_closed(self) -> None:
+        if self._closed is not None:
+            raise self._closed_error()
+
+    def _closed_error(self) -> SessionClosed:
+        """A fresh copy of why the session ended: one shared instance would pile up every raiser's traceback."""
+        closed = self._closed if self._closed is not None else SessionClosed("connection closed")
+        return SessionClosed(closed.reason, closed.code)
+
+    # --- receiving ----------------------------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
-        decoder = FrameDecoder(max_body=1024**3)
+        decoder = FrameDecoder(max_body=messages.MAX_REPLY_BYTES)
         reason = SessionClosed("connection closed by the server")
         try:
             while True:
-                data = self._sock.recv(1 << 20)
+                try:
+                    data = self._sock.recv(RECV_BYTES)
+                except TimeoutError:
+                    continue
                 if not data:
                     break
                 for _, body in decoder.feed(data):
-                    message = messages.decode_reply(body)
-                    if message.HasField("kicked"):
-                        reason = SessionClosed(message.kicked.reason, message.kicked.code)
-                        continue
-                    self._resolve(message)
-        except OSError:
-            pass
-        self._fail_all(reason)
+                    self._dispatch(messages.decode_reply(body))
+        except OSError as exc:
+            reason = SessionClosed(f"connection lost: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a corrupt stream (frame too large, bad protobuf) ends the session
+            reason = SessionClosed(f"unreadable reply stream: {exc}")
+        self._abort(reason)
 
-    def _resolve(self, message: game_pb2.ServerMessage) -> None:
-        with self._lock:
+    def _dispatch(self, message: game_pb2.ServerMessage) -> None:
+        kicked = messages.kicked_error(message)
+        if kicked is not None:
+            # The server closes right after a kick: nothing in flight will be answered, so fail it now.
+            self._fail_all(kicked)
+            return
+        with self._pending_lock:
             entry = self._pending.pop(message.request_id, None)
         if entry is None:
-            return
+            return  # a reply to a request given up on (timed out or failed to send)
         future, decode = entry
         try:
-            future.set_result(decode(message))
-        except BaseException as exc:  # noqa: BLE001 - typed errors travel through the future
-            future.set_exception(exc)
+            result = decode(message)
+        except Exception as exc:  # noqa: BLE001 - typed errors travel through the future
+            _settle(future.set_exception, exc)
+        else:
+            _settle(future.set_result, result)
+
+    # --- ending -------------------------------------------------------------------------------------------------
+
+    def _abort(self, error: SessionClosed) -> None:
+        self._fail_all(error)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Wake the reader (recv returns EOF) and stop writers; closing the fd is left to close()."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _fail_all(self, error: SessionClosed) -> None:
-        with self._lock:
+        """Record the first reason the session ended and fail everything in flight with it."""
+        with self._pending_lock:
             if self._closed is None:
                 self._closed = error
             pending, self._pending = self._pending, {}
         for future, _ in pending.values():
-            if not future.done():
-                future.set_exception(error)
+            _settle(future.set_exception, self._closed_error())
+
+
+def _settle(setter: Callable[[Any], None], value: Any) -> None:
+    """Resolve a future unless its caller cancelled it already (a cancelled request's reply is just dropped)."""
+    try:
+        setter(value)
+    except InvalidStateError:
+        pass
