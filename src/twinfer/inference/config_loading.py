@@ -1,29 +1,34 @@
-"""Reads a model's configuration from what its directory holds, in layers.
+"""Reads a model's configuration from what its directory holds, in layers, so a bare `model.onnx` is servable
+and a config file only needs to say what differs.
 
 1. The model file's own signature (ONNX graph inputs/outputs) gives a complete config when nothing else exists:
    a dynamic first dimension on every tensor means batching is allowed.
-2. Triton's `config.pbtxt`, where present, overrides it (parsed with Triton's own protobuf schema).
+2. Triton's `config.pbtxt`, where present, overrides it (parsed with Triton's own protobuf schema), so a Triton
+   model repository works unchanged.
 3. twinfer's `config.yaml`, where present, wins. Its keys are ModelConfig's fields:
 
        name: face_blendshapes            # optional; must equal the directory name
        backend: onnxruntime
        max_batch_size: 64                # 0 = no batch dimension
        inputs:  [{name: image, datatype: FP32, dims: [1, 256, 256]}]
-       outputs: [{name: blendshapes, labels: [eyeBlinkLeft, ...]}]   # merged by name with the signature
+       outputs: [{name: blendshapes, labels: [eyeBlinkLeft, ...]}]   # merged by name with the layers below
        dynamic_batching: {max_queue_delay_us: 500, preferred_batch_sizes: [8, 16], max_queue_size: 1024,
                           default_timeout_ms: 0}                      # or `false` to run requests one by one
        instance_count: 1
        version_policy: {policy: latest, latest_n: 1}                   # or all, or specific + versions: [1, 3]
        warmup: true
+       validation: {dataset: gate.npz, max_mae: 0.01}                  # see ModelConfig.ValidationConfig
        parameters: {intra_op_threads: "2"}
 
-Tensor lists merge by name, so a config.yaml that only adds labels to an output keeps the derived datatype and
-dims. Every failure is a ConfigError with one line naming the file and the key. Blocking file I/O: call from a
-thread.
+Tensor lists merge by name, so a config that only adds labels to an output keeps the derived datatype and dims;
+a tensor's dims left to the model file are cut to fit the final max_batch_size. Every failure is a ConfigError
+with one line naming the file that set the bad value and its dotted key. Blocking file I/O: call from a thread.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,113 +41,126 @@ from twinfer.inference.model_config import ModelConfig
 
 MODEL_FILENAMES = ("model.onnx",)
 DERIVED_MAX_BATCH_SIZE = 64
-
-_TRITON_PLATFORMS = {"onnxruntime_onnx": "onnxruntime"}
-_TRITON_BACKENDS = {"onnxruntime": "onnxruntime"}
+_TRITON_BACKENDS = {"onnxruntime_onnx": "onnxruntime", "onnxruntime": "onnxruntime"}
+_TENSOR_KINDS = ("inputs", "outputs")
+Shape = tuple[int, ...] | None  # None: the model does not say (unknown rank)
 
 
 def find_model_file(version_dir: Path) -> Path | None:
-    for name in MODEL_FILENAMES:
-        candidate = version_dir / name
-        if candidate.is_file():
-            return candidate
-    return None
+    """The model file of one version directory, by the names backends know; None when it holds none."""
+    return next((version_dir / n for n in MODEL_FILENAMES if (version_dir / n).is_file()), None)
 
 
 # --- layer 1: the model file ------------------------------------------------------------------------------------
 
-def _onnx_dims(value_info: Any) -> list[int]:
-    dims = []
-    for d in value_info.type.tensor_type.shape.dim:
-        dims.append(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1)
-    return dims
+@dataclass(frozen=True)
+class _Signature:
+    """Names, datatypes and FULL shapes (batch dimension included, -1 = dynamic) as the model file declares them."""
+
+    path: Path
+    tensors: dict[str, dict[str, tuple[str, Shape]]]  # "inputs"/"outputs" -> name -> (datatype, shape)
+
+    @property
+    def batching(self) -> bool:
+        """Every tensor whose rank is known starts with a dynamic dimension (unknown-rank tensors don't vote)."""
+        shapes = [s for kind in _TENSOR_KINDS for _, s in self.tensors[kind].values() if s is not None]
+        return bool(shapes) and all(s and s[0] == -1 for s in shapes)
 
 
-def derive_from_onnx(name: str, onnx_path: Path) -> dict[str, Any]:
-    """A complete config (as a dict) from the ONNX graph's signature, without creating a session."""
-    import onnx
+def _read_onnx(path: Path) -> _Signature:
+    import onnx  # heavy; only needed when a model file is read
 
     try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:
-        raise ConfigError(f"{onnx_path}: not a readable ONNX model ({exc})") from exc
-    initializers = {i.name for i in model.graph.initializer}
-    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError, OSError, ... all mean the same to an operator
+        raise ConfigError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())})") from exc
+    initializers = {i.name for i in model.graph.initializer}  # old exporters list weights as graph inputs
 
-    def describe(value_info: Any) -> tuple[str, str, list[int]]:
-        elem = value_info.type.tensor_type.elem_type
-        datatype = ONNX_TO_DATATYPE.get(elem)
+    def describe(value_info: Any) -> tuple[str, Shape]:
+        tensor_type = value_info.type.tensor_type
+        datatype = ONNX_TO_DATATYPE.get(tensor_type.elem_type)
         if datatype is None:
-            raise ConfigError(f"{onnx_path}: tensor {value_info.name!r} has unsupported element type {elem}")
-        return value_info.name, datatype, _onnx_dims(value_info)
+            raise ConfigError(f"{path}: tensor {value_info.name!r} has unsupported element type "
+                              f"{tensor_type.elem_type} (only plain tensors are served)")
+        if not tensor_type.HasField("shape"):
+            return datatype, None
+        return datatype, tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
+                               for d in tensor_type.shape.dim)
 
-    inputs = [describe(v) for v in graph_inputs]
-    outputs = [describe(v) for v in model.graph.output]
-    batching = all(dims and dims[0] == -1 for _, _, dims in inputs + outputs)
+    return _Signature(path, {
+        "inputs": {v.name: describe(v) for v in model.graph.input if v.name not in initializers},
+        "outputs": {v.name: describe(v) for v in model.graph.output},
+    })
 
-    def tensor(entry: tuple[str, str, list[int]]) -> dict[str, Any]:
-        tname, datatype, dims = entry
-        return {"name": tname, "datatype": datatype, "dims": dims[1:] if batching else dims}
 
-    return {
-        "name": name,
-        "backend": "onnxruntime",
-        "max_batch_size": DERIVED_MAX_BATCH_SIZE if batching else 0,
-        "inputs": [tensor(t) for t in inputs],
-        "outputs": [tensor(t) for t in outputs],
+def _signature_layer(name: str, sig: _Signature) -> dict[str, Any]:
+    """The config the signature implies; tensor dims are filled in last, once max_batch_size is final."""
+    batching = sig.batching
+    layer: dict[str, Any] = {
+        "name": name, "backend": "onnxruntime", "max_batch_size": DERIVED_MAX_BATCH_SIZE if batching else 0,
         "dynamic_batching": {} if batching else None,
     }
+    for kind in _TENSOR_KINDS:
+        layer[kind] = [{"name": n, "datatype": dt} for n, (dt, _) in sig.tensors[kind].items()]
+    return layer
+
+
+def derive_from_onnx(name: str, onnx_path: Path) -> ModelConfig:
+    """A complete config from the ONNX graph's signature alone, without creating an inference session."""
+    sig = _read_onnx(onnx_path)
+    layers = _Layers(name, sig)
+    layers.apply(_signature_layer(name, sig), str(onnx_path))
+    return layers.finish()
 
 
 # --- layer 2: Triton's config.pbtxt -----------------------------------------------------------------------------
 
 def read_pbtxt(path: Path) -> dict[str, Any]:
-    """The parts of a Triton ModelConfig twinfer understands, as a partial config dict."""
+    """The parts of a Triton ModelConfig twinfer understands, as a partial config dict (Triton's semantics)."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
 
     try:
         config = text_format.Parse(path.read_text(), mc.ModelConfig())
-    except (text_format.ParseError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    out: dict[str, Any] = {}
+    except (text_format.ParseError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a valid Triton model config ({' '.join(str(exc).split())})") from exc
+    out: dict[str, Any] = {"max_batch_size": config.max_batch_size}  # absent means 0 to Triton as well
     if config.name:
         out["name"] = config.name
     if config.backend or config.platform:
-        out["backend"] = _TRITON_BACKENDS.get(config.backend) or _TRITON_PLATFORMS.get(config.platform) or (
-            config.backend or config.platform
-        )
-    out["max_batch_size"] = config.max_batch_size
+        out["backend"] = _TRITON_BACKENDS.get(config.backend or config.platform, config.backend or config.platform)
 
-    def tensor(t: Any, labels_dir: Path | None = None) -> dict[str, Any]:
-        datatype = mc.DataType.Name(t.data_type).removeprefix("TYPE_")
-        entry: dict[str, Any] = {"name": t.name, "datatype": "BYTES" if datatype == "STRING" else datatype,
-                                 "dims": list(t.dims)}
-        if labels_dir is not None and getattr(t, "label_filename", ""):
-            label_path = labels_dir / t.label_filename
-            if label_path.is_file():
-                entry["labels"] = [line.strip() for line in label_path.read_text().splitlines() if line.strip()]
+    def tensor(t: Any, is_output: bool) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": t.name}
+        if t.data_type != mc.TYPE_INVALID:  # unset: keep what the model file says
+            datatype = mc.DataType.Name(t.data_type).removeprefix("TYPE_")
+            entry["datatype"] = "BYTES" if datatype == "STRING" else datatype
+        if t.dims:  # `reshape` is ignored: the backend feeds the model the shape the client sent
+            entry["dims"] = list(t.dims)
+        if is_output and t.label_filename and (path.parent / t.label_filename).is_file():
+            lines = [line.strip() for line in (path.parent / t.label_filename).read_text().splitlines()]
+            while lines and not lines[-1]:
+                lines.pop()
+            entry["labels"] = lines
         return entry
 
     if config.input:
-        out["inputs"] = [tensor(t) for t in config.input]
+        out["inputs"] = [tensor(t, False) for t in config.input]
     if config.output:
-        out["outputs"] = [tensor(t, path.parent) for t in config.output]
+        out["outputs"] = [tensor(t, True) for t in config.output]
+    out["dynamic_batching"] = None  # Triton's default scheduler never merges requests
     if config.HasField("dynamic_batching"):
         db = config.dynamic_batching
-        policy: dict[str, Any] = {
-            "max_queue_delay_us": db.max_queue_delay_microseconds,
-            "preferred_batch_sizes": list(db.preferred_batch_size),
-        }
-        if db.HasField("default_queue_policy"):
-            if db.default_queue_policy.max_queue_size > 0:
-                policy["max_queue_size"] = db.default_queue_policy.max_queue_size
-            policy["default_timeout_ms"] = db.default_queue_policy.default_timeout_microseconds // 1000
+        policy: dict[str, Any] = {"max_queue_delay_us": db.max_queue_delay_microseconds,
+                                  "preferred_batch_sizes": list(db.preferred_batch_size)}
+        queue = db.default_queue_policy
+        if queue.max_queue_size > 0:  # 0 is Triton's "unbounded": keep our bounded default
+            policy["max_queue_size"] = queue.max_queue_size
+        # Round up: 500 us must stay a timeout, not become 0 = "never time out".
+        policy["default_timeout_ms"] = math.ceil(queue.default_timeout_microseconds / 1000)
         out["dynamic_batching"] = policy
-    else:
-        out["dynamic_batching"] = None  # Triton's default scheduler: no batching across requests
     if config.instance_group:
-        out["instance_count"] = max(1, sum(g.count or 1 for g in config.instance_group))
+        out["instance_count"] = sum(g.count or 1 for g in config.instance_group)  # Triton's count defaults to 1
     if config.HasField("version_policy"):
         vp = config.version_policy
         kind = vp.WhichOneof("policy_choice")
@@ -160,76 +178,116 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
 # --- layer 3: twinfer's config.yaml -----------------------------------------------------------------------------
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """The file as a partial config dict; `dynamic_batching: false/true` means off / on with defaults."""
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    if data.get("dynamic_batching") is False:
-        data["dynamic_batching"] = None
+    if isinstance(data.get("dynamic_batching"), bool):
+        data["dynamic_batching"] = {} if data["dynamic_batching"] else None
     return data
 
 
 # --- merging ----------------------------------------------------------------------------------------------------
 
-def _merge_tensors(base: list[dict[str, Any]], overlay: list[Any], where: str) -> list[dict[str, Any]]:
-    merged = {t["name"]: dict(t) for t in base}
-    order = [t["name"] for t in base]
-    for entry in overlay:
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise ConfigError(f"{where}: every tensor entry needs a name")
-        name = entry["name"]
-        if name not in merged:
-            order.append(name)
-            merged[name] = {}
-        merged[name].update(entry)
-    return [merged[n] for n in order]
+class _Layers:
+    """The config being merged, plus which file last set each key, so an error names the file to fix."""
 
+    def __init__(self, name: str, sig: _Signature | None) -> None:
+        self.name = name
+        self.sig = sig
+        self.config: dict[str, Any] = {"name": name}
+        self.origin: dict[str, str] = {}  # "max_batch_size" or "outputs.OUTPUT0" -> file
+        self.last = ""
 
-def _overlay(base: dict[str, Any], overlay: dict[str, Any], where: str) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in overlay.items():
-        if key in ("inputs", "outputs") and isinstance(value, list):
-            out[key] = _merge_tensors(out.get(key, []), value, f"{where}: {key}")
-        elif key == "dynamic_batching" and isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = value
-    return out
+    def apply(self, layer: dict[str, Any], where: str) -> None:
+        if layer.get("name", self.name) != self.name:
+            raise ConfigError(f"{where}: name: {layer['name']!r} differs from the directory name {self.name!r}")
+        self.last = where
+        for key, value in layer.items():
+            self.origin[key] = where
+            if key in _TENSOR_KINDS:
+                self.config[key] = self._merge_tensors(key, self.config.get(key, []), value, where)
+            elif key == "dynamic_batching" and isinstance(value, dict) and isinstance(self.config.get(key), dict):
+                self.config[key] = {**self.config[key], **value}
+            else:
+                self.config[key] = value
 
+    def _merge_tensors(self, kind: str, base: list[dict[str, Any]], overlay: Any, where: str) -> list[dict[str, Any]]:
+        if not isinstance(overlay, list):
+            raise ConfigError(f"{where}: {kind}: expected a list of tensors")
+        merged = {t["name"]: dict(t) for t in base}
+        for i, entry in enumerate(overlay):
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise ConfigError(f"{where}: {kind}.{i}: every tensor needs a name")
+            name = entry["name"]
+            if self.sig is not None and name not in self.sig.tensors[kind]:
+                known = ", ".join(self.sig.tensors[kind]) or "none"
+                raise ConfigError(f"{where}: {kind}.{name}: no such {kind[:-1]} in {self.sig.path.name} "
+                                  f"(it has {known})")
+            merged.setdefault(name, {}).update(entry)
+            self.origin[f"{kind}.{name}"] = where
+        return list(merged.values())
 
-def _describe(error: ValidationError, where: str) -> str:
-    parts = []
-    for e in error.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        parts.append(f"{key}: {message}")
-    return f"{where}: " + "; ".join(parts)
+    def finish(self) -> ModelConfig:
+        """Fill in the dims left to the model file, then validate the whole."""
+        if not all(kind in self.config for kind in _TENSOR_KINDS):
+            raise ConfigError(f"{self.last or self.name}: no model file and no config giving inputs and outputs")
+        batch = self.config.get("max_batch_size")
+        batching = isinstance(batch, int) and batch > 0
+        for kind in _TENSOR_KINDS:
+            for t in self.config[kind]:
+                if "dims" in t or self.sig is None:
+                    continue
+                shape = self.sig.tensors[kind][t["name"]][1]
+                if shape is None:
+                    raise ConfigError(f"{self.sig.path}: {kind}.{t['name']}: the model does not declare its "
+                                      f"shape; give its dims in config.yaml")
+                if batching and (not shape or shape[0] != -1):
+                    raise ConfigError(f"{self.origin['max_batch_size']}: max_batch_size: {batch} needs a dynamic "
+                                      f"first dimension, but {kind}.{t['name']} has shape {list(shape)} in "
+                                      f"{self.sig.path.name}")
+                t["dims"] = list(shape[1:] if batching else shape)
+        try:
+            return ModelConfig.model_validate(self.config)
+        except ValidationError as exc:
+            raise ConfigError(self._describe(exc)) from None
+
+    def _describe(self, error: ValidationError) -> str:
+        """'file: dotted.key: message' per error, joined on one line; tensor indices become tensor names."""
+        parts = []
+        for e in error.errors():
+            loc = [str(p) for p in e["loc"]]
+            where = self.last
+            if loc and loc[0] in _TENSOR_KINDS and len(loc) > 1 and isinstance(e["loc"][1], int):
+                name = self.config[loc[0]][e["loc"][1]].get("name")
+                loc[1] = str(name)
+                where = self.origin.get(f"{loc[0]}.{name}", self.origin.get(loc[0], where))
+            elif loc:
+                where = self.origin.get(loc[0], where)
+            message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+            parts.append(f"{where}: {'.'.join(loc) or '(top level)'}: {' '.join(message.split())}")
+        return "; ".join(parts)
 
 
 def load_model_config(model_dir: Path, sample_model_file: Path | None) -> ModelConfig:
-    """The merged configuration of the model in `model_dir`; ConfigError naming file and key otherwise."""
+    """The merged configuration of the model in `model_dir`; a one-line ConfigError naming file and key otherwise.
+
+    `sample_model_file` (normally the newest version's file) supplies the signature every version is assumed to share.
+    """
     name = model_dir.name
-    config: dict[str, Any] = {"name": name}
-    sources = []
+    sig = None
     if sample_model_file is not None and sample_model_file.suffix == ".onnx":
-        config = derive_from_onnx(name, sample_model_file)
-        sources.append(str(sample_model_file))
+        sig = _read_onnx(sample_model_file)
+    layers = _Layers(name, sig)
+    if sig is not None:
+        layers.apply(_signature_layer(name, sig), str(sample_model_file))
     for filename, reader in (("config.pbtxt", read_pbtxt), ("config.yaml", read_yaml)):
         path = model_dir / filename
         if path.is_file():
-            layer = reader(path)
-            if layer.get("name", name) != name:
-                raise ConfigError(f"{path}: name: {layer['name']!r} differs from the directory name {name!r}")
-            config = _overlay(config, layer, str(path))
-            sources.append(str(path))
-    where = sources[-1] if sources else str(model_dir)
-    if "inputs" not in config or "outputs" not in config:
-        raise ConfigError(f"{where}: no model file and no config giving inputs and outputs")
-    try:
-        return ModelConfig.model_validate(config)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, where)) from None
+            layers.apply(reader(path), str(path))
+    return layers.finish()
