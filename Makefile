@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv models run test proto readme bench-tcp bench-kserve bench-streams bench-bot clean
+.PHONY: venv models run test proto readme ship-face-model bench-tcp bench-kserve bench-streams bench-bot clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ proto: $(STAMP)
 
 readme: $(STAMP)
 	$(BIN)/python tools/readme_config.py
+
+# Retrain the shipped face model (src/twinfer/data/face_blendshapes) with the recorded settings.
+ship-face-model: $(STAMP)
+	$(BIN)/python tools/ship_face_model.py
 
 bench-kserve: $(STAMP)
 	$(BIN)/python bench/kserve.py

@@ -7,11 +7,10 @@ The generated modules are committed, so installing twinfer needs no protoc; `mak
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = "twinfer/v1/game.proto"
@@ -19,10 +18,16 @@ TARGET = ROOT / "src" / "twinfer" / "protocol"
 
 
 def generate(out_dir: Path) -> list[Path]:
-    """Run protoc into out_dir and return the generated files."""
-    args = ["protoc", f"-I{ROOT / 'proto'}", f"--python_out={out_dir}", f"--pyi_out={out_dir}", PROTO]
-    if protoc.main(args) != 0:
-        raise SystemExit(f"protoc failed on {PROTO}")
+    """Run protoc into out_dir and return the generated files.
+
+    In a child process: grpc_tools' protoc shares protobuf/abseil symbols with whatever the caller has loaded,
+    and in a process that has imported TensorFlow (the test suite) it crashes with a segfault.
+    """
+    args = [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={out_dir}",
+            f"--pyi_out={out_dir}", PROTO]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise SystemExit(f"protoc failed on {PROTO}: {result.stderr.strip()}")
     gen = out_dir / "twinfer" / "v1"
     return [gen / "game_pb2.py", gen / "game_pb2.pyi"]
 

@@ -80,11 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--native", action="append", default=[], metavar="HOST:PORT", help="StreamResult receiver")
     p.add_argument("--smoothing", action="store_true", help="One Euro filter on the outputs")
     p.add_argument("--token", help="login token")
+    p.add_argument("--size", type=int, default=256, help="synthetic frame width and height (default 256)")
+    p.add_argument("--record", type=Path, metavar="FILE.jsonl",
+                   help="write each frame's send time and driving values (synthetic source) as JSON lines")
 
     p = sub.add_parser("receive", help="print what a VMC receiver gets (for people without Unity)")
     p.add_argument("--vmc", type=int, required=True, metavar="PORT", help="UDP port to listen on (VMC: 39539)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    p.add_argument("--record", type=Path, metavar="FILE.jsonl", help="write every frame received as JSON lines")
+    p.add_argument("--compare", type=Path, metavar="SENT.jsonl",
+                   help="at the end, per-shape correlation with what `twinfer stream --record` sent")
 
     p = sub.add_parser("bot", help="load, stress, spike, soak, failover and concurrency tests")
     p.add_argument("scenario_file", nargs="?", type=Path, metavar="SCENARIO.yaml")
@@ -112,6 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-repository", type=Path, required=True)
     p.add_argument("--version", dest="model_version", help="version directory (default: the newest)")
 
+    p = sub.add_parser("train", help="train a model in this process and publish it as a new version (needs the "
+                                     "`train` extra: PyTorch)")
+    p.add_argument("task", choices=["face-blendshapes"], help="what to train")
+    p.add_argument("--repository", type=Path, required=True, help="model repository to publish the version into")
+    p.add_argument("--model-name", default="face_blendshapes", help="model directory (default face_blendshapes)")
+    p.add_argument("--samples", type=int, default=24_000, help="rendered training faces (default 24000)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads for rendering and training (default: all cores)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests, a deliberately bad model)")
+    p.add_argument("--formats", default="onnx,torchscript",
+                   help="exports, comma-separated: onnx, torchscript, torch_export, savedmodel, keras "
+                        "(default onnx,torchscript)")
+
     p = sub.add_parser("config-server", help="serve service-group configs over HTTP")
     p.add_argument("--port", type=int, default=20100)
     p.add_argument("--host", default="127.0.0.1")
@@ -133,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"serve": cmd_serve, "infer": cmd_infer, "models": cmd_models, "token": cmd_token,
-               "stream": cmd_stream, "receive": cmd_receive, "bot": cmd_bot, "status": cmd_status,
+               "stream": cmd_stream, "receive": cmd_receive, "train": cmd_train, "bot": cmd_bot, "status": cmd_status,
                "config-server": cmd_config_server, "validate": cmd_validate}[args.command]
     try:
         return handler(args)
@@ -250,13 +272,13 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     receivers = [(kind, address) for kind in ("vmc", "livelink", "native") for address in getattr(args, kind)]
     return run_capture(args.server, args.model, args.source, args.fps, args.seconds, receivers, args.token,
-                       args.smoothing)
+                       args.smoothing, record=args.record, size=args.size)
 
 
 def cmd_receive(args: argparse.Namespace) -> int:
     from twinfer.streaming.receiver import run_vmc_receiver
 
-    return run_vmc_receiver(args.host, args.vmc, args.seconds)
+    return run_vmc_receiver(args.host, args.vmc, args.seconds, record=args.record, compare=args.compare)
 
 
 def cmd_bot(args: argparse.Namespace) -> int:
@@ -276,6 +298,22 @@ def cmd_bot(args: argparse.Namespace) -> int:
     return main_run(scenario)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from twinfer.training.face_command import FaceTrainOptions, run_face_training
+        from twinfer.training.train_face import TrainSettings
+    except ImportError as exc:
+        raise ConfigError(f"twinfer train needs PyTorch: pip install 'twinfer[train]' ({exc})") from None
+    import os
+
+    settings = TrainSettings(samples=args.samples, epochs=args.epochs, batch_size=args.batch_size,
+                             learning_rate=args.learning_rate, seed=args.seed,
+                             threads=args.threads or os.cpu_count() or 1, max_steps=args.max_steps)
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    run_face_training(FaceTrainOptions(args.repository, args.model_name, formats, settings))
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from twinfer.backends import BackendOptions, load_backend
     from twinfer.inference.config_loading import find_model_file, load_model_config
@@ -290,6 +328,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if model_file is None:
         raise ConfigError(f"validate: no model file in {model_dir / version}")
     config = load_model_config(model_dir, model_file)
+    model_file = find_model_file(model_dir / version, config.backend) or model_file
     if config.validation is None:
         raise ConfigError(f"validate: {model_dir} config has no `validation` section")
     backend = load_backend(config, model_file, BackendOptions())

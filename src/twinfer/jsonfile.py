@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from twinfer.atomic_files import write_atomically
+
 
 def write_json_atomically(path: Path, data: Any) -> None:
-    """Write to a temporary file beside `path`, then rename: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    """Readers see the old file or the whole new one (see twinfer.atomic_files)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+
+    write_atomically(path, write)

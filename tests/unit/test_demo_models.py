@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import stat
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from tests.support import tiny_reference
 from twinfer import demo_models
 from twinfer.arkit import ARKIT_BLENDSHAPES
 from twinfer.demo_models import build_repository, main
+from twinfer.sources.synthetic_face import render_face
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -29,21 +32,41 @@ def test_tiny_is_relu_of_matmul_with_seed_0_weights(tmp_path):
     assert not (tmp_path / "tiny" / "config.yaml").exists()  # the server derives tiny's config from the graph
 
 
-def test_face_model_gives_52_values_in_unit_range(tmp_path):
+def test_face_model_is_the_shipped_trained_one_with_its_card(tmp_path):
     build_repository(tmp_path)
-    session = _session(tmp_path / "face_blendshapes" / "1" / "model.onnx")
-    assert [(i.name, i.shape) for i in session.get_inputs()] == [("image", ["batch", 1, 256, 256])]
+    version = tmp_path / "face_blendshapes" / "1"
+    assert (version / "model.onnx").read_bytes() == (demo_models.SHIPPED_FACE_MODEL / "model.onnx").read_bytes()
+    session = _session(version / "model.onnx")
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("image", ["batch", 1, 128, 128])]
     assert [(o.name, o.shape) for o in session.get_outputs()] == [("blendshapes", ["batch", 52])]
-    [y] = session.run(None, {"image": np.random.default_rng(5).random((2, 1, 256, 256), np.float32)})
+    [y] = session.run(None, {"image": np.random.default_rng(5).random((2, 1, 128, 128), np.float32)})
     assert y.shape == (2, 52) and y.dtype == np.float32
     assert (y >= 0).all() and (y <= 1).all()
+    card = json.loads((version / "model_card.json").read_text())
+    assert card["files"]["model.onnx"] == hashlib.sha256((version / "model.onnx").read_bytes()).hexdigest()
+    assert "Held-out error" in (version / "model_card.md").read_text()
 
 
-def test_face_config_has_the_52_arkit_labels_and_batching(tmp_path):
+def test_face_model_tracks_a_rendered_face(tmp_path):
+    """Trained, not random: a wide-open jaw reads as jawOpen, a neutral face does not."""
+    build_repository(tmp_path)
+    session = _session(tmp_path / "face_blendshapes" / "1" / "model.onnx")
+    faces = np.stack([render_face(values, 128, as_float=True)[None] for values in
+                      ({}, {"jawOpen": 1.0}, {"eyeBlinkLeft": 1.0}, {"mouthSmileRight": 1.0})])
+    [y] = session.run(None, {"image": faces})
+    jaw, blink, smile = (ARKIT_BLENDSHAPES.index(n) for n in ("jawOpen", "eyeBlinkLeft", "mouthSmileRight"))
+    assert y[0, [jaw, blink, smile]].max() < 0.3
+    assert y[1, jaw] > 0.7 and y[2, blink] > 0.7 and y[3, smile] > 0.6
+
+
+def test_face_config_has_labels_batching_and_the_gate_with_its_validation_set(tmp_path):
     build_repository(tmp_path)
     text = (tmp_path / "face_blendshapes" / "config.yaml").read_text()
-    assert text.startswith("# Built by `make models`") and "RANDOM" in text
+    assert text.startswith("# Built by `make models`") and "RANDOM" not in text
     config = yaml.safe_load(text)
+    assert config["validation"]["dataset"] == "validation.npz" and config["validation"]["max_mae_per_value"] == 0.08
+    with np.load(tmp_path / "face_blendshapes" / "validation.npz") as data:
+        assert data["image"].shape == (256, 1, 128, 128) and data["blendshapes"].shape == (256, 52)
     assert config["max_batch_size"] == 64
     assert config["dynamic_batching"] == {"max_queue_delay_us": 500, "preferred_batch_sizes": [8, 16]}
     [output] = config["outputs"]
@@ -54,7 +77,8 @@ def test_face_config_has_the_52_arkit_labels_and_batching(tmp_path):
 def test_second_build_rewrites_nothing_and_force_rewrites_everything(tmp_path):
     written = build_repository(tmp_path)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
-        "face_blendshapes/1/model.onnx", "face_blendshapes/config.yaml", "tiny/1/model.onnx"]
+        "face_blendshapes/1/model.onnx", "face_blendshapes/config.yaml", "face_blendshapes/validation.npz",
+        "tiny/1/model.onnx"]
     mtimes = {p: p.stat().st_mtime_ns for p in written}
     assert build_repository(tmp_path) == []
     assert {p: p.stat().st_mtime_ns for p in written} == mtimes
@@ -82,7 +106,7 @@ def test_a_model_onnxruntime_cannot_run_is_never_left_behind(tmp_path, monkeypat
 
 def test_cli_builds_then_reports_nothing_to_do(tmp_path, capsys):
     assert main([str(tmp_path / "repo")]) == 0
-    assert capsys.readouterr().out.count("wrote ") == 3
+    assert capsys.readouterr().out.count("wrote ") == 4
     assert main([str(tmp_path / "repo")]) == 0
     assert "already built" in capsys.readouterr().out
 

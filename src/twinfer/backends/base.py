@@ -1,4 +1,13 @@
-"""The interface every backend implements, and the one place that picks a backend for a model."""
+"""The interface every backend implements, and the one place that picks a backend for a model.
+
+Backends by name (Triton's names accepted too, so a Triton config.pbtxt works unchanged):
+- `onnxruntime` (`onnxruntime_onnx`, `onnx`): model.onnx. Always installed.
+- `pytorch` (`pytorch_libtorch`, `torch`, `libtorch`): model.pt (TorchScript) or model.pt2 (`torch.export`).
+  The `torch` extra.
+- `tensorflow` (`tensorflow_savedmodel`, `tensorflow_keras`, `tf`): model.savedmodel/ (a SavedModel directory) or
+  model.keras (Keras v3). The `tensorflow` extra.
+The heavy libraries are imported only when such a model loads, so the server starts fast without them.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +37,46 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+ALIASES = {
+    "onnxruntime": "onnxruntime", "onnxruntime_onnx": "onnxruntime", "onnx": "onnxruntime",
+    "pytorch": "pytorch", "pytorch_libtorch": "pytorch", "torch": "pytorch", "libtorch": "pytorch",
+    "tensorflow": "tensorflow", "tensorflow_savedmodel": "tensorflow", "tensorflow_keras": "tensorflow",
+    "tf": "tensorflow",
+}
+# The files each backend loads, in the order they are looked for in a version directory.
+MODEL_FILES = {
+    "onnxruntime": ("model.onnx",),
+    "pytorch": ("model.pt2", "model.pt"),
+    "tensorflow": ("model.savedmodel", "model.keras"),
+}
+EXTRAS = {"pytorch": "torch", "tensorflow": "tensorflow"}
+
+
+def canonical_backend(name: str) -> str | None:
+    return ALIASES.get(name.lower())
+
+
+def backend_of_file(path: Path) -> str | None:
+    return next((backend for backend, names in MODEL_FILES.items() if path.name in names), None)
+
+
 def load_backend(config: ModelConfig, model_file: Path, options: BackendOptions) -> Backend:
     """Load `model_file` with the backend the config names. Blocking: call from a thread."""
-    if config.backend in ("onnxruntime", "onnx"):
-        from twinfer.backends.onnx import OnnxBackend
-
-        return OnnxBackend(config, model_file, options)
-    raise ModelLoadError(f"model {config.name!r}: unknown backend {config.backend!r} (available: onnxruntime)")
+    backend = canonical_backend(config.backend)
+    if backend is None:
+        raise ModelLoadError(f"model {config.name!r}: unknown backend {config.backend!r} "
+                             f"(available: {', '.join(MODEL_FILES)})")
+    if model_file.name not in MODEL_FILES[backend]:
+        raise ModelLoadError(f"model {config.name!r}: backend {backend} loads {' or '.join(MODEL_FILES[backend])}, "
+                             f"not {model_file.name}")
+    try:
+        if backend == "onnxruntime":
+            from twinfer.backends.onnx import OnnxBackend as cls
+        elif backend == "pytorch":
+            from twinfer.backends.pytorch import TorchBackend as cls
+        else:
+            from twinfer.backends.tensorflow import TensorFlowBackend as cls
+    except ImportError as exc:
+        raise ModelLoadError(f"model {config.name!r} needs the `{EXTRAS[backend]}` extra: pip install "
+                             f"'twinfer[{EXTRAS[backend]}]' ({exc})") from None
+    return cls(config, model_file, options)

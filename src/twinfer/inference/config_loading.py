@@ -35,20 +35,24 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from twinfer.errors import ConfigError
+from twinfer.backends.base import MODEL_FILES, backend_of_file, canonical_backend
+from twinfer.errors import ConfigError, ModelLoadError
 from twinfer.inference.datatypes import ONNX_TO_DATATYPE
 from twinfer.inference.model_config import ModelConfig
 
-MODEL_FILENAMES = ("model.onnx",)
+MODEL_FILENAMES = tuple(name for names in MODEL_FILES.values() for name in names)  # search order without a backend
 DERIVED_MAX_BATCH_SIZE = 64
-_TRITON_BACKENDS = {"onnxruntime_onnx": "onnxruntime", "onnxruntime": "onnxruntime"}
 _TENSOR_KINDS = ("inputs", "outputs")
 Shape = tuple[int, ...] | None  # None: the model does not say (unknown rank)
 
 
-def find_model_file(version_dir: Path) -> Path | None:
-    """The model file of one version directory, by the names backends know; None when it holds none."""
-    return next((version_dir / n for n in MODEL_FILENAMES if (version_dir / n).is_file()), None)
+def find_model_file(version_dir: Path, backend: str | None = None) -> Path | None:
+    """The model file of one version directory for `backend` (any backend: ONNX first, then PyTorch, then
+    TensorFlow); None when it holds none. A SavedModel is a directory; the rest are files."""
+    canonical = canonical_backend(backend) if backend else None
+    names = MODEL_FILES[canonical] if canonical else MODEL_FILENAMES
+    return next((version_dir / n for n in names
+                 if (version_dir / n).is_file() or (n.endswith(".savedmodel") and (version_dir / n).is_dir())), None)
 
 
 # --- layer 1: the model file ------------------------------------------------------------------------------------
@@ -93,11 +97,34 @@ def _read_onnx(path: Path) -> _Signature:
     })
 
 
+def _read_saved_model(path: Path) -> _Signature:
+    try:
+        from twinfer.backends.tensorflow import saved_model_signature
+    except ImportError as exc:
+        raise ConfigError(f"{path}: a SavedModel needs the `tensorflow` extra: pip install 'twinfer[tensorflow]' "
+                          f"({exc})") from None
+    try:
+        return _Signature(path, saved_model_signature(path))
+    except ModelLoadError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _read_signature(path: Path) -> _Signature | None:
+    """The signature of a model file that declares one (ONNX, SavedModel); None for TorchScript, .pt2 and .keras,
+    whose configs list their tensors."""
+    if path.suffix == ".onnx":
+        return _read_onnx(path)
+    if path.suffix == ".savedmodel":
+        return _read_saved_model(path)
+    return None
+
+
 def _signature_layer(name: str, sig: _Signature) -> dict[str, Any]:
     """The config the signature implies; tensor dims are filled in last, once max_batch_size is final."""
     batching = sig.batching
     layer: dict[str, Any] = {
-        "name": name, "backend": "onnxruntime", "max_batch_size": DERIVED_MAX_BATCH_SIZE if batching else 0,
+        "name": name, "backend": backend_of_file(sig.path) or "onnxruntime",
+        "max_batch_size": DERIVED_MAX_BATCH_SIZE if batching else 0,
         "dynamic_batching": {} if batching else None,
     }
     for kind in _TENSOR_KINDS:
@@ -128,7 +155,7 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
     if config.name:
         out["name"] = config.name
     if config.backend or config.platform:
-        out["backend"] = _TRITON_BACKENDS.get(config.backend or config.platform, config.backend or config.platform)
+        out["backend"] = canonical_backend(config.backend or config.platform) or config.backend or config.platform
 
     def tensor(t: Any, is_output: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": t.name}
@@ -236,6 +263,10 @@ class _Layers:
     def finish(self) -> ModelConfig:
         """Fill in the dims left to the model file, then validate the whole."""
         if not all(kind in self.config for kind in _TENSOR_KINDS):
+            if self.sig is None and self.last and not self.last.endswith((".yaml", ".pbtxt")):
+                raise ConfigError(f"{self.last}: this model file does not declare its tensors (TorchScript, "
+                                  "torch.export and Keras files do not, unlike ONNX and SavedModel): list the inputs "
+                                  "and outputs in config.yaml")
             raise ConfigError(f"{self.last or self.name}: no model file and no config giving inputs and outputs")
         batch = self.config.get("max_batch_size")
         batching = isinstance(batch, int) and batch > 0
@@ -280,14 +311,21 @@ def load_model_config(model_dir: Path, sample_model_file: Path | None) -> ModelC
     `sample_model_file` (normally the newest version's file) supplies the signature every version is assumed to share.
     """
     name = model_dir.name
-    sig = None
-    if sample_model_file is not None and sample_model_file.suffix == ".onnx":
-        sig = _read_onnx(sample_model_file)
+    overlays = [(str(model_dir / f), reader(model_dir / f)) for f, reader in (("config.pbtxt", read_pbtxt),
+                                                                             ("config.yaml", read_yaml))
+                if (model_dir / f).is_file()]
+    backend = next((layer["backend"] for _, layer in reversed(overlays) if isinstance(layer.get("backend"), str)),
+                   None)
+    if sample_model_file is not None and backend and canonical_backend(backend):
+        # A version may hold several formats (twinfer train publishes ONNX and TorchScript side by side): the
+        # signature comes from the file the configured backend will load.
+        sample_model_file = find_model_file(sample_model_file.parent, backend) or sample_model_file
+    sig = _read_signature(sample_model_file) if sample_model_file is not None else None
     layers = _Layers(name, sig)
     if sig is not None:
         layers.apply(_signature_layer(name, sig), str(sample_model_file))
-    for filename, reader in (("config.pbtxt", read_pbtxt), ("config.yaml", read_yaml)):
-        path = model_dir / filename
-        if path.is_file():
-            layers.apply(reader(path), str(path))
+    elif sample_model_file is not None and backend is None:
+        layers.apply({"backend": backend_of_file(sample_model_file)}, str(sample_model_file))
+    for where, layer in overlays:
+        layers.apply(layer, where)
     return layers.finish()

@@ -29,6 +29,10 @@ class FileSignature:
 
     @classmethod
     def of(cls, path: Path) -> FileSignature:
+        """A directory (a SavedModel) is summed over its files, so a change anywhere inside it counts."""
+        if path.is_dir():
+            stats = [p.stat() for p in path.rglob("*") if p.is_file()]
+            return cls(path, sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0))
         st = path.stat()
         return cls(path, st.st_size, st.st_mtime_ns)
 
@@ -43,7 +47,13 @@ def warmup_inputs(config: ModelConfig) -> dict[str, np.ndarray]:
 
 
 def load_and_warm(config: ModelConfig, model_file: Path, options: BackendOptions) -> Backend:
-    """Load a version and run it once; a version that cannot run never takes traffic. Blocking."""
+    """Load a version and run it once; a version that cannot run never takes traffic. Blocking.
+
+    `model_file` is the version's file found first; when the directory holds several formats, the one the
+    config's backend loads is used instead."""
+    from twinfer.inference.config_loading import find_model_file
+
+    model_file = find_model_file(model_file.parent, config.backend) or model_file
     backend = load_backend(config, model_file, options)
     if config.warmup:
         outputs = [t.name for t in config.outputs]

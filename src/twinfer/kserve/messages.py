@@ -13,7 +13,8 @@ from twinfer.inference.repository import ServedModel
 
 SERVER_NAME = "twinfer"
 EXTENSIONS = ("model_configuration", "statistics", "model_repository", "binary_tensor_data", "metrics")
-PLATFORMS = {"onnxruntime": "onnxruntime_onnx"}
+# Triton's platform names, so clients that switch on them (perf_analyzer, model analyzers) recognise the format.
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "pytorch": "pytorch_libtorch", "tensorflow": "tensorflow_savedmodel"}
 
 
 def server_metadata() -> pb.ServerMetadataResponse:
@@ -21,7 +22,9 @@ def server_metadata() -> pb.ServerMetadataResponse:
 
 
 def platform_of(config: ModelConfig) -> str:
-    return PLATFORMS.get(config.backend, config.backend)
+    from twinfer.backends.base import canonical_backend
+
+    return PLATFORMS.get(canonical_backend(config.backend) or config.backend, config.backend)
 
 
 def model_metadata(model: ServedModel, version: ModelVersion) -> pb.ModelMetadataResponse:

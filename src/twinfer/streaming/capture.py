@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -18,13 +21,14 @@ from twinfer.errors import ConfigError
 from twinfer.protocol import game_pb2
 
 
-def open_source(spec: str, fps: float) -> Iterator[np.ndarray]:
-    """Frames (uint8 GRAY (H,W) or RGB (H,W,3)) from synthetic | video:FILE | camera:N."""
+def open_source(spec: str, fps: float, size: int = 256) -> Iterator[tuple[np.ndarray, dict[str, float] | None]]:
+    """(frame, driving values) pairs: frames are uint8 GRAY (H,W) or RGB (H,W,3) from synthetic | video:FILE |
+    camera:N; driving values are the blendshapes a synthetic face was rendered with (None for real sources)."""
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
         from twinfer.sources.synthetic_face import synthetic_frames
 
-        return (image for image, _ in synthetic_frames(fps))
+        return synthetic_frames(fps, size=size)
     if kind in ("video", "camera"):
         try:
             import cv2
@@ -42,10 +46,28 @@ def open_source(spec: str, fps: float) -> Iterator[np.ndarray]:
                         capture.set(cv2.CAP_PROP_POS_FRAMES, 0)  # loop the file
                         continue
                     return
-                yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+                yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB), None
 
         return frames()
     raise ConfigError(f"--source {spec!r}: expected synthetic, video:FILE or camera:N")
+
+
+class _Recorder:
+    """JSON lines of what was sent, for `twinfer receive --compare` (or any tool): seq, t (wall clock), values."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.file = open(path, "w", encoding="utf-8") if path is not None else None  # noqa: SIM115
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def write(self, seq: int, values: dict[str, float] | None) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"seq": seq, "t": time.time(), "values": values}) + "\n")
 
 
 @dataclass
@@ -72,14 +94,17 @@ def _listen(sock: socket.socket, tally: _Tally, stop: threading.Event) -> None:
 
 
 def run_capture(server: str, model: str, source: str, fps: float, seconds: float, receivers: list[tuple[str, str]],
-                token: str | None = None, smoothing: bool = False, out=sys.stdout) -> int:
+                token: str | None = None, smoothing: bool = False, out=sys.stdout, record: Path | None = None,
+                size: int = 256) -> int:
+    """Stream `source` to `model`; with `record`, write one JSON line per frame sent (sequence number, wall-clock
+    send time, the synthetic face's driving values) so what receivers got can be compared with what was sent."""
     host, _, port = server.rpartition(":")
-    frames = open_source(source, fps)
-    first = next(frames)
+    frames = open_source(source, fps, size)
+    first, driving = next(frames)
     height, width = first.shape[:2]
     pixel_format = "RGB8" if first.ndim == 3 else "GRAY8"
     with Client(host, int(port), token=token, client_name="twinfer-stream") as client:
-        local_host = client._sock.getsockname()[0]  # noqa: SLF001 - the address the server can reach us on
+        local_host = client._sock.getsockname()[0]
         listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         listener.bind((local_host, 0))
         targets = [target(kind, address) for kind, address in receivers]
@@ -87,7 +112,8 @@ def run_capture(server: str, model: str, source: str, fps: float, seconds: float
         tally, stop = _Tally(), threading.Event()
         thread = threading.Thread(target=_listen, args=(listener, tally, stop), daemon=True)
         thread.start()
-        with StreamSender(client, model, width, height, pixel_format, targets, smoothing) as sender:
+        with StreamSender(client, model, width, height, pixel_format, targets, smoothing) as sender, \
+                _Recorder(record) as recorder:
             print(f"stream {sender.stream_id}: {width}x{height} {pixel_format} at {fps:g} fps -> {model}, "
                   f"{len(targets) - 1} receiver(s)", file=out)
             start = time.monotonic()
@@ -97,9 +123,10 @@ def run_capture(server: str, model: str, source: str, fps: float, seconds: float
                 if now < due:
                     time.sleep(min(due - now, 0.05))
                     continue
+                recorder.write(tally.sent, driving)
                 sender.send_frame(image)
                 tally.sent += 1
-                image = next(frames)
+                image, driving = next(frames)
                 if now >= next_report:
                     with tally.lock:
                         recent = tally.latencies_ms[-int(fps) :] or [float("nan")]
