@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv models run test proto readme ship-face-model bench-tcp bench-kserve bench-streams bench-bot clean
+.PHONY: venv models run test proto readme ship-face-model bench bench-quick bench-tcp bench-kserve bench-streams bench-bot clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,13 @@ readme: $(STAMP)
 # Retrain the shipped face model (src/twinfer/data/face_blendshapes) with the recorded settings.
 ship-face-model: $(STAMP)
 	$(BIN)/python tools/ship_face_model.py
+
+# Side by side with Triton, MLServer, LitServe and raw ONNX Runtime (peers in .peers/); bench/results/<date>.md
+bench: $(STAMP)
+	$(BIN)/python -m bench all
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench all --quick
 
 bench-kserve: $(STAMP)
 	$(BIN)/python bench/kserve.py

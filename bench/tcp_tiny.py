@@ -11,6 +11,7 @@ and server share the CPU: compare the ratio, not the absolute numbers, across ma
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
+from bench.peers import tree_cpu_seconds  # noqa: E402
 from bench.common import demo_repository, percentiles_ms, running_server  # noqa: E402
 
 
@@ -119,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--window", type=int, default=32, help="requests in flight per connection")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
     args = parser.parse_args(argv)
     with demo_repository() as repo:
         raw_rate, raw_p50, raw_p99 = raw_onnxruntime(repo / "tiny" / "1" / "model.onnx", args.seconds)
-        with running_server(repo) as (ports, _):
+        with running_server(repo) as (ports, proc):
+            cpu0 = tree_cpu_seconds(proc.pid)
             rate, p50, p99, errors = tcp_pipelined(ports["tcp"], args.seconds, args.connections, args.window)
+            cpu = tree_cpu_seconds(proc.pid) - cpu0
     print(f"tiny model, batch 1 per request, {args.seconds:g} s each, {os.cpu_count()} cores")
     print(f"{'system':<44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs raw':>7}")
     print(f"{'onnxruntime in-process (1 thread)':<44} {raw_rate:>10,.0f} {raw_p50:>8.3f} {raw_p99:>8.3f} {1:>7.3f}")
@@ -131,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{label:<44} {rate:>10,.0f} {p50:>8.3f} {p99:>8.3f} {rate / raw_rate:>7.3f}")
     if errors:
         print(f"errors: {errors}")
+    if args.json:
+        print(json.dumps({"raw": [raw_rate, raw_p50, raw_p99], "tcp": [rate, p50, p99], "errors": errors,
+                          "window": [args.connections, args.window],
+                          "server_cores": cpu / (args.seconds + 3.0)}))  # warm-up 1 s + run + 2 s drain
     return 1 if errors else 0
 
 

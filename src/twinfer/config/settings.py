@@ -48,6 +48,8 @@ class Settings(_Section):
     status_file: Path | None = Field(None, description="JSON status written every second (workers and "
                                      "supervisor); `twinfer status` reads the supervisor's")
     log_format: Literal["text", "json"] = Field("text", description="text, or JSON lines for log collectors")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="the loop under the reactor: uvloop when installed (auto), or asyncio's own")
     log_level: Literal["debug", "info", "warn", "error"] = Field("info", description="lowest level logged")
     insecure_dev: bool = Field(False, description="allow running without a token secret (local development)")
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -13,20 +13,34 @@ from twinfer.errors import ConfigError
 log = Logger()
 
 
-def install_asyncio_reactor() -> None:
-    """Twisted on asyncio, so grpcio's asyncio server shares the reactor's loop (no thread hop per call)."""
+def install_asyncio_reactor(event_loop: str = "auto") -> None:
+    """Twisted on asyncio, so grpcio's asyncio server shares the reactor's loop (no thread hop per call).
+
+    uvloop when installed (`event_loop: auto`): measured with perf_analyzer at c=8 on the tiny model (2 cores,
+    same run), HTTP 6,100 -> 7,060 infer/s (157 -> 142 us server CPU per request) and gRPC 2,640 -> 2,880
+    (455 -> 410 us); the pure-Python selector loop is part of every request's cost.
+    """
     import asyncio
 
     from twisted.internet import asyncioreactor
 
     if "twisted.internet.reactor" not in sys.modules:
-        loop = asyncio.new_event_loop()
+        loop = None
+        if event_loop in ("auto", "uvloop"):
+            try:
+                import uvloop
+            except ImportError:
+                if event_loop == "uvloop":
+                    raise ConfigError("event_loop: uvloop is not installed (pip install uvloop)") from None
+            else:
+                loop = uvloop.new_event_loop()
+        loop = loop or asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         asyncioreactor.install(loop)
 
 
 def run_server(settings: Settings, reload_settings=None, group_version: int = 0, group_source: str = "") -> int:
-    install_asyncio_reactor()
+    install_asyncio_reactor(settings.event_loop)
     from twisted.internet import reactor
 
     from twinfer.logs import setup_logging

@@ -1,0 +1,85 @@
+"""The benchmark harness's pure parts: parsing perf_analyzer and wrk output, ratios and targets."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from bench.loads import Result, kserve_body, parse_perf_analyzer_csv, parse_wrk, triton_body
+from bench.report import Target, markdown, targets
+
+PA_CSV = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,\
+Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,\
+Avg latency,request/response,response wait
+8,6090.5,10,900,20,5,30,5,3,1260,1500,1700,2030,1300,0,0
+"""
+
+WRK = """Running 3s test @ http://127.0.0.1:8000/v2/models/tiny/infer
+  Latency Distribution
+     50%  940.00us
+     75%    1.10ms
+     90%    1.50ms
+     99%    3.15ms
+  24438 requests in 3.00s, 4.50MB read
+  Non-2xx or 3xx responses: 12
+Requests/sec:   8146.21
+"""
+
+
+def test_perf_analyzer_csv_gives_rate_and_latencies_in_ms():
+    assert parse_perf_analyzer_csv(PA_CSV) == (6090.5, 1.26, 2.03)
+    with pytest.raises(ValueError):
+        parse_perf_analyzer_csv(PA_CSV.splitlines()[0] + "\n")
+
+
+def test_wrk_output_gives_rate_latencies_and_errors():
+    assert parse_wrk(WRK) == pytest.approx((8146.21, 0.94, 3.15, 12))
+    assert parse_wrk(WRK.replace("  Non-2xx or 3xx responses: 12\n", ""))[3] == 0
+
+
+def test_bodies_are_the_peers_body_and_triton_asks_for_a_binary_output():
+    assert kserve_body().startswith('{"inputs":[{"name":"INPUT0","shape":[1,16],"datatype":"FP32","data":[')
+    assert '"outputs":[{"name":"OUTPUT0","parameters":{"binary_data":true}}]' in triton_body()
+
+
+def _run(results, raw=None, extra=None):
+    return SimpleNamespace(results=results, raw=raw or {}, extra=extra or {})
+
+
+def test_targets_compare_like_with_like_and_say_by_how_much_they_miss():
+    results = [
+        Result("twinfer", "http", "perf_analyzer", 8, 9000, 1, 2), Result("triton", "http", "perf_analyzer", 8, 6000, 1, 2),
+        Result("twinfer", "grpc", "perf_analyzer", 8, 3000, 1, 2), Result("triton", "grpc", "perf_analyzer", 8, 5000, 1, 2),
+        Result("twinfer", "http", "wrk", 8, 10000, 1, 2), Result("mlserver", "http", "wrk", 8, 2000, 1, 2),
+        Result("twinfer", "tcp", "tcp_tiny", 128, 24000, 1, 2),
+        Result("twinfer", "http", "perf_analyzer", 4, 400, 1, 2, batch=8),
+    ]
+    extra = {"streams": {"results_per_s": 1800, "raw_frames_per_s": 4000, "streams": 30},
+             "idle": {"bytes_per_session": 3300, "sessions": 10000}}
+    goals = {t.name: t for t in targets(_run(results, {"face_b8": 500}, extra))}
+    assert goals["KServe HTTP tiny c=8 vs Triton"].value == 1.5 and goals["KServe HTTP tiny c=8 vs Triton"].met
+    grpc = goals["KServe GRPC tiny c=8 vs Triton"]
+    assert grpc.value == 0.6 and grpc.verdict() == "missed by 2.50x"
+    assert goals["KServe HTTP tiny c=8 vs MLServer"].value == 5.0
+    assert goals["KServe GRPC tiny c=8 vs MLServer"].verdict() == "not measured"
+    assert goals["Game protocol TCP pipelined vs Triton HTTP"].value == 4.0
+    assert goals["Face CNN batch 8 served vs raw ORT batch 8"].value == pytest.approx(3200 / 4000)
+    assert goals["Streams at p99 < 16.7 ms vs raw compute limit"].value == 0.45
+    idle = goals["RSS per idle session (KB), 10k sessions, one worker"]
+    assert idle.value == 3.3 and idle.met
+
+
+def test_a_lower_is_better_target_reports_the_factor_over_the_ceiling():
+    assert Target("rss", 20.0, 30.0, "x", lower_is_better=True).verdict() == "missed by 1.50x"
+
+
+def test_markdown_lists_results_ratios_and_failures():
+    results = [Result("onnxruntime", "-", "in-process", 1, 100000, 0.01, 0.02),
+               Result("twinfer", "http", "wrk", 8, 8000, 1, 2, cpu_s_per_1k=0.15),
+               Result("triton", "http", "wrk", 8, 4000, 1, 2)]
+    text = markdown({"date": "2026-11-24T00:00:00+00:00"}, results, {"tiny_b1": 100000}, {},
+                    [{"what": "litserve", "error": "did not start"}], [])
+    row = next(line for line in text.splitlines() if line.startswith("| twinfer | http | wrk"))
+    assert "| 0.0800 | 2.00 |" in row and "0.150" in row
+    assert "**litserve**" in text and "did not start" in text
