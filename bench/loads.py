@@ -93,8 +93,10 @@ def parse_wrk(out: str) -> tuple[float, float, float, int]:
     """(requests/s, p50 ms, p99 ms, non-2xx count) from `wrk --latency` output."""
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return (rate, _ms(re.search(r"50%\s+(\S+)", out).group(1)), _ms(re.search(r"99%\s+(\S+)", out).group(1)),
-            int(non_2xx.group(1)) if non_2xx else 0)
+    # Anchored: "50%" also ends stdev columns like "75.50%" in the thread stats above the distribution.
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)
+    return rate, _ms(p50), _ms(p99), int(non_2xx.group(1)) if non_2xx else 0
 
 
 def wrk(url: str, concurrency: int, seconds: float, body: str) -> tuple[float, float, float]:
