@@ -40,7 +40,10 @@ def install_asyncio_reactor(event_loop: str = "auto") -> None:
 
 
 def run_server(settings: Settings, reload_settings=None, group_version: int = 0, group_source: str = "") -> int:
-    install_asyncio_reactor(settings.event_loop)
+    # The supervisor moves no traffic but reaps its workers, and under uvloop Twisted stops seeing SIGCHLD for a
+    # worker spawned after another one died (a restarted worker's exit was never reaped, so SIGTERM hung the
+    # supervisor): it keeps asyncio's own loop. Workers take the configured one.
+    install_asyncio_reactor("asyncio" if settings.workers > 1 else settings.event_loop)
     from twisted.internet import reactor
 
     from twinfer.logs import setup_logging
