@@ -14,6 +14,11 @@ Suites:
 - streams: concurrent 60 fps face streams with p99 < 16.7 ms (bench/streams.py) vs the raw compute limit.
 - idle:    RSS per idle logged-in session over 10,000 sessions in one worker (bench/idle_sessions.py).
 A system that cannot be set up or started is reported with its error in the results, never skipped silently.
+
+kserve, face and tcp share one set of servers, all started first: each load runs on every system back to back, and
+the loads the targets use (c=8, face batch 8, tcp) run in 3 rounds (rotating which system goes first) and report
+the median round. On this shared 2-core machine throughput drifts by 10-20 % over minutes; measuring one system's
+whole suite after another's had moved a ratio from 1.17x to 0.92x between two runs.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -47,7 +53,7 @@ SUITES = ("raw", "kserve", "face", "tcp", "streams", "idle")
 class Run:
     """What one `python -m bench` invocation measured, plus every failure with its reason."""
 
-    def __init__(self, quick: bool, work: Path) -> None:
+    def __init__(self, quick: bool, work: Path, rounds: int | None = None) -> None:
         self.quick = quick
         self.work = work
         self.results: list[Result] = []
@@ -56,6 +62,7 @@ class Run:
         self.failures: list[dict[str, str]] = []
         self.seconds = 3.0 if quick else 10.0
         self.concurrencies = (8,) if quick else (1, 8, 32)
+        self.rounds = rounds or (1 if quick else 3)
 
     def attempt(self, what: str, action: Callable[[], None]) -> None:
         started = time.monotonic()
@@ -68,22 +75,86 @@ class Run:
             print(f"  FAILED: {detail.strip().splitlines()[0] if detail.strip() else exc!r}", flush=True)
         print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
 
-    def add(self, result: Result) -> None:
-        self.results.append(result)
+    def add(self, result: Result, keep: bool = False) -> None:
+        """Print a measurement; `keep` records it (interleaved cells record only their median)."""
+        if keep:
+            self.results.append(result)
         cpu = f", server {result.cpu_s_per_1k:.3f} CPU-s/1k" if result.cpu_s_per_1k is not None else ""
         print(f"  {result.system:<18} {result.protocol:<5} {result.tool:<14} b={result.batch:<2} c={result.concurrency:<3}"
               f" {result.infer_per_s:>9,.0f} infer/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms{cpu}",
               flush=True)
 
 
-def _measured(run: Run, server: peers.Running, system: str, protocol: str, tool: str, concurrency: int,
-              call: Callable[[], tuple], batch: int = 1, note: str = "") -> None:
-    """Run one load, with the server's CPU over the same interval, and record it."""
-    cpu0, t0 = peers.tree_cpu_seconds(server.pid), time.monotonic()
-    rate, p50, p99 = call()[:3]
-    cpu, wall = peers.tree_cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
-    run.add(Result(system, protocol, tool, concurrency, rate, p50, p99, batch,
-                   cpu_s_per_1k=1000 * cpu / max(rate * wall, 1), note=note))
+@dataclass
+class Cell:
+    """One load on one system. Cells of the same load on different systems run back to back, and target cells
+    once per round, so machine drift over the run cannot favour whichever system happened to run first."""
+
+    system: str
+    server: peers.Running
+    protocol: str
+    tool: str
+    concurrency: int
+    call: Callable[[], tuple]
+    batch: int = 1
+    note: str = ""
+    samples: list[Result] = field(default_factory=list)
+
+    @property
+    def load(self) -> tuple:
+        return self.protocol, self.tool, self.concurrency, self.batch
+
+    @property
+    def is_target(self) -> bool:
+        """The loads the issue's targets are computed from: measured every round, reported as the median."""
+        return self.concurrency == 8 or self.batch == 8 or self.tool == "tcp_tiny"
+
+    def measure(self) -> Result:
+        """Run the load once, with the server's CPU over the same interval (or the tool's own measured window)."""
+        cpu0, t0 = peers.tree_cpu_seconds(self.server.pid), time.monotonic()
+        out = self.call()
+        cpu, wall = peers.tree_cpu_seconds(self.server.pid) - cpu0, time.monotonic() - t0
+        rate, p50, p99 = out[:3]
+        if len(out) > 3 and out[3] is not None:  # (cpu seconds, seconds) measured by the tool itself
+            cpu, wall = out[3]
+        result = Result(self.system, self.protocol, self.tool, self.concurrency, rate, p50, p99, self.batch,
+                        cpu_s_per_1k=1000 * cpu / max(rate * wall, 1), note=self.note)
+        self.samples.append(result)
+        return result
+
+    def reported(self) -> Result | None:
+        """The median sample by throughput (a real measurement, not an average), with the spread in its note."""
+        if not self.samples:
+            return None
+        ordered = sorted(self.samples, key=lambda r: r.infer_per_s)
+        median = ordered[(len(ordered) - 1) // 2]
+        if len(ordered) > 1:
+            spread = f"median of {len(ordered)} interleaved rounds ({ordered[0].infer_per_s:,.0f}-" \
+                     f"{ordered[-1].infer_per_s:,.0f} infer/s)"
+            median.note = f"{median.note}; {spread}" if median.note else spread
+            median.samples = [r.infer_per_s for r in self.samples]
+        return median
+
+
+def measure_interleaved(run: Run, cells: list[Cell]) -> None:
+    """Round 1 measures every cell; rounds 2..n only the target cells. Within a round, the systems of each load run
+    back to back, in an order rotated every round."""
+    loads_in_order: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        loads_in_order.setdefault(cell.load, []).append(cell)
+    for round_index in range(run.rounds):
+        for same_load in loads_in_order.values():
+            if round_index and not same_load[0].is_target:
+                continue
+            shift = round_index % len(same_load)
+            for cell in same_load[shift:] + same_load[:shift]:
+                label = f"{cell.system} {cell.tool} {cell.protocol} b={cell.batch} c={cell.concurrency}"
+                if run.rounds > 1 and cell.is_target:
+                    label += f" (round {round_index + 1}/{run.rounds})"
+                run.attempt(label, lambda cell=cell: run.add(cell.measure()))
+    for cell in cells:
+        if (result := cell.reported()) is not None:
+            run.results.append(result)
 
 
 # --- models -----------------------------------------------------------------------------------------------------
@@ -126,71 +197,104 @@ def suite_raw(run: Run, tiny: Path, face: Path) -> None:
             run.raw[f"{label}_b{batch}"] = calls
             a = np.array(latencies) * 1e3
             run.add(Result("onnxruntime", "-", "in-process", 1, calls, float(np.percentile(a, 50)),
-                           float(np.percentile(a, 99)), batch, note="1 intra-op thread"))
+                           float(np.percentile(a, 99)), batch, note="1 intra-op thread"), keep=True)
 
 
-def suite_kserve(run: Run, repo: Path, tiny: Path, face: Path) -> None:
-    body = loads.kserve_body()
+def start_servers(run: Run, stack: contextlib.ExitStack, chosen: tuple[str, ...], repo: Path, tiny: Path,
+                  face: Path) -> dict[str, peers.Running]:
+    """Every server the chosen suites load, all started before any load runs and kept up together (idle, each
+    costs under 0.5 % of a core: measured), so loads on different systems can alternate. A server that cannot
+    start is a failure in the results; its cells are simply absent."""
+    servers: dict[str, peers.Running] = {}
 
-    def http_rows(server: peers.Running, system: str, pa: bool, grpc_py: bool, wrk_body: str = body) -> None:
-        for c in run.concurrencies:
-            if pa:
-                for protocol, port in (("http", server.http), ("grpc", server.grpc)):
-                    run.attempt(f"{system} perf_analyzer {protocol} c={c}", lambda protocol=protocol, port=port, c=c:
-                                _measured(run, server, system, protocol, "perf_analyzer", c,
-                                          lambda: loads.perf_analyzer(f"127.0.0.1:{port}", protocol, "tiny", c,
-                                                                      run.quick)))
-            url = f"http://127.0.0.1:{server.http}/v2/models/tiny/infer"
-            run.attempt(f"{system} wrk c={c}", lambda c=c, url=url: _measured(
-                run, server, system, "http", "wrk", c, lambda: loads.wrk(url, c, run.seconds, wrk_body)))
-            if grpc_py:
-                run.attempt(f"{system} grpc-py c={c}", lambda c=c: _measured(
-                    run, server, system, "grpc", "grpc-py", c,
-                    lambda: loads.grpc_closed_loop(f"127.0.0.1:{server.grpc}", c, run.seconds)))
+    def start(system: str, manager) -> None:
+        servers[system] = stack.enter_context(manager)
 
-    run.attempt("twinfer", lambda: _with(peers.twinfer(repo, run.work), lambda s: http_rows(s, "twinfer", True,
-                                                                                             True)))
-    site = _site_packages("triton")
-    for system, batching in (("triton", False), ("triton+batching", True)):
-        def start(batching=batching, system=system):
-            triton_repo = peers.triton_repository(run.work / f"{system}_repo", tiny, face, face_dims(face), site,
-                                                  batching)
-            _with(peers.triton(triton_repo, run.work),
-                  lambda s: http_rows(s, system, True, not batching, loads.triton_body()))
-        run.attempt(system, start)
-    run.attempt("mlserver", lambda: _with(peers.mlserver(tiny, run.work), lambda s: http_rows(s, "mlserver", False,
-                                                                                               True)))
-    run.attempt("litserve", lambda: _with(peers.litserve(tiny, run.work), lambda s: http_rows(s, "litserve", False,
-                                                                                               False)))
+    kserve = "kserve" in chosen
+    run.attempt("start twinfer", lambda: start("twinfer", peers.twinfer(repo, run.work)))
+    if kserve or "face" in chosen:
+        site = _site_packages("triton")
+        for system, batching in (("triton", False), ("triton+batching", True)) if kserve else (("triton", False),):
+            def start_triton(system=system, batching=batching) -> None:
+                triton_repo = peers.triton_repository(run.work / f"{system}_repo", tiny, face, face_dims(face), site,
+                                                      batching)
+                start(system, peers.triton(triton_repo, run.work))
+            run.attempt(f"start {system}", start_triton)
+    if kserve:
+        run.attempt("start mlserver", lambda: start("mlserver", peers.mlserver(tiny, run.work)))
+        run.attempt("start litserve", lambda: start("litserve", peers.litserve(tiny, run.work)))
+    return servers
 
 
-def suite_face(run: Run, repo: Path, tiny: Path, face: Path) -> None:
-    def rows(server: peers.Running, system: str, protocols: tuple[str, ...]) -> None:
-        for protocol in protocols:
-            port = server.http if protocol == "http" else server.grpc
-            run.attempt(f"{system} face b=8 {protocol}", lambda protocol=protocol, port=port: _measured(
-                run, server, system, protocol, "perf_analyzer", 4,
-                lambda: loads.perf_analyzer(f"127.0.0.1:{port}", protocol, "face_blendshapes", 4, run.quick, batch=8),
-                batch=8))
+def kserve_cells(run: Run, servers: dict[str, peers.Running]) -> list[Cell]:
+    """Tiny model, batch 1: perf_analyzer on the Triton-mode servers, wrk on all, the gRPC client where gRPC is."""
+    cells = []
+    for c in run.concurrencies:
+        for protocol in ("http", "grpc"):
+            for system in ("twinfer", "triton", "triton+batching"):
+                if (server := servers.get(system)) is not None:
+                    url = f"127.0.0.1:{server.http if protocol == 'http' else server.grpc}"
+                    cells.append(Cell(system, server, protocol, "perf_analyzer", c,
+                                      lambda url=url, protocol=protocol, c=c: loads.perf_analyzer(
+                                          url, protocol, "tiny", c, run.quick)))
+        for system in ("twinfer", "triton", "triton+batching", "mlserver", "litserve"):
+            if (server := servers.get(system)) is not None:
+                url = f"http://127.0.0.1:{server.http}/v2/models/tiny/infer"
+                body = loads.triton_body() if system.startswith("triton") else loads.kserve_body()
+                cells.append(Cell(system, server, "http", "wrk", c,
+                                  lambda url=url, body=body, c=c: loads.wrk(url, c, run.seconds, body)))
+        for system in ("twinfer", "triton", "mlserver"):
+            if (server := servers.get(system)) is not None:
+                cells.append(Cell(system, server, "grpc", "grpc-py", c,
+                                  lambda url=f"127.0.0.1:{server.grpc}", c=c: loads.grpc_closed_loop(url, c,
+                                                                                                     run.seconds)))
+    return cells
 
-    run.attempt("twinfer face", lambda: _with(peers.twinfer(repo, run.work), lambda s: rows(s, "twinfer",
-                                                                                             ("http", "grpc"))))
 
-    def triton_face() -> None:
-        triton_repo = peers.triton_repository(run.work / "triton_face_repo", tiny, face, face_dims(face),
-                                              _site_packages("triton"), False)
-        _with(peers.triton(triton_repo, run.work), lambda s: rows(s, "triton", ("http", "grpc")))
+def face_cells(run: Run, servers: dict[str, peers.Running]) -> list[Cell]:
+    """The face CNN at batch 8, c=4 (enough in flight to keep one instance busy), on twinfer and Triton."""
+    cells = []
+    for protocol in ("http", "grpc"):
+        for system in ("twinfer", "triton"):
+            if (server := servers.get(system)) is not None:
+                url = f"127.0.0.1:{server.http if protocol == 'http' else server.grpc}"
+                cells.append(Cell(system, server, protocol, "perf_analyzer", 4,
+                                  lambda url=url, protocol=protocol: loads.perf_analyzer(
+                                      url, protocol, "face_blendshapes", 4, run.quick, batch=8), batch=8))
+    return cells
 
-    run.attempt("triton face", triton_face)
+
+def tcp_cells(run: Run, servers: dict[str, peers.Running]) -> list[Cell]:
+    """The game protocol, pipelined with dynamic batching (bench/tcp_tiny.py), on the same twinfer server."""
+    server = servers.get("twinfer")
+    if server is None:
+        return []
+
+    def call() -> tuple:
+        data = loads.run_script("bench.tcp_tiny", "--seconds", str(run.seconds), "--port", str(server.tcp),
+                                "--server-pid", str(server.pid))
+        if data["errors"]:
+            raise peers.PeerError(f"tcp_tiny: {data['errors']} error replies")
+        run.extra.setdefault("tcp", []).append(data)
+        return (*data["tcp"], (data["server_cpu_s"], data["seconds"]))
+
+    connections, window = 4, 32
+    return [Cell("twinfer", server, "tcp", "tcp_tiny", connections * window, call,
+                 note=f"game protocol, {connections} connections x {window} in flight, dynamic batching")]
 
 
-def suite_tcp(run: Run) -> None:
-    data = loads.run_script("bench.tcp_tiny", "--seconds", str(run.seconds))
-    rate, p50, p99 = data["tcp"]
-    run.add(Result("twinfer", "tcp", "tcp_tiny", data["window"][0] * data["window"][1], rate, p50, p99,
-                   note=f"game protocol, {data['window'][0]} connections x {data['window'][1]} in flight, "
-                        f"dynamic batching; server {data['server_cores']:.2f} cores; errors {data['errors']}"))
-    run.extra["tcp"] = data
+def suite_servers(run: Run, chosen: tuple[str, ...], repo: Path, tiny: Path, face: Path) -> None:
+    """kserve, face and tcp: one set of servers, every load interleaved across the systems."""
+    with contextlib.ExitStack() as stack:
+        servers = start_servers(run, stack, chosen, repo, tiny, face)
+        cells = []
+        if "kserve" in chosen:
+            cells += kserve_cells(run, servers)
+        if "face" in chosen:
+            cells += face_cells(run, servers)
+        if "tcp" in chosen:
+            cells += tcp_cells(run, servers)
+        measure_interleaved(run, cells)
 
 
 def suite_streams(run: Run) -> None:
@@ -205,11 +309,6 @@ def suite_idle(run: Run) -> None:
     data = loads.run_script("bench.idle_sessions", "--sessions", "2000" if run.quick else "10000")
     run.extra["idle"] = data
     print(f"  {data['sessions']} sessions: {data['bytes_per_session'] / 1024:.2f} KiB each", flush=True)
-
-
-def _with(manager, body: Callable) -> None:
-    with manager as server:
-        body(server)
 
 
 def _site_packages(venv: str) -> Path:
@@ -254,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("suites", nargs="*", default=["all"], help=f"all or some of: {', '.join(SUITES)}")
     parser.add_argument("--quick", action="store_true", help="short runs, c=8 only (a smoke run, ~5 min)")
+    parser.add_argument("--rounds", type=int, help="rounds of the target loads (default 3; 1 with --quick)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     chosen = SUITES if "all" in args.suites else tuple(args.suites)
@@ -262,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown suite {unknown}; known: {', '.join(SUITES)}")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="twinfer-bench-") as tmp:
-        run = Run(args.quick, Path(tmp))
+        run = Run(args.quick, Path(tmp), args.rounds)
         missing = peers.ensure_apt("wrk", "libb64-0d")
         if missing:
             run.failures.append({"what": "apt", "error": f"not installed (not root?): {', '.join(missing)}"})
@@ -270,12 +370,10 @@ def main(argv: list[str] | None = None) -> int:
             run.attempt(f"set up .peers/{venv}", lambda venv=venv: peers.setup_venv(venv))
         repo, tiny, face = build_models(run.work)
         suite_raw(run, tiny, face)  # every ratio needs it
-        for suite in chosen:
-            if suite == "kserve":
-                suite_kserve(run, repo, tiny, face)
-            elif suite == "face":
-                suite_face(run, repo, tiny, face)
-            elif suite in ("tcp", "streams", "idle"):
+        if {"kserve", "face", "tcp"} & set(chosen):
+            suite_servers(run, chosen, repo, tiny, face)
+        for suite in ("streams", "idle"):
+            if suite in chosen:
                 run.attempt(suite, lambda suite=suite: globals()[f"suite_{suite}"](run))
         with contextlib.suppress(Exception):
             shutil.copytree(run.work, args.out / "tmp" / "last-run-logs", dirs_exist_ok=True,

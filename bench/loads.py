@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.peers import ENV, PeerError, setup_venv
@@ -30,6 +30,7 @@ class Result:
     batch: int = 1
     cpu_s_per_1k: float | None = None  # server process tree CPU seconds per 1,000 requests
     note: str = ""
+    samples: list[float] = field(default_factory=list)  # infer/s of every round, when measured in rounds
 
     @property
     def rows_per_s(self) -> float:

@@ -46,8 +46,10 @@ def raw_onnxruntime(model_path: Path, seconds: float, batch: int = 1) -> tuple[f
     return len(lat) / elapsed, p50, p99
 
 
-def tcp_pipelined(port: int, seconds: float, connections: int, window: int) -> tuple[float, float, float, int]:
-    """requests/s, p50 ms, p99 ms, errors: closed loop with `window` in flight per connection."""
+def tcp_pipelined(port: int, seconds: float, connections: int, window: int,
+                  server_pid: int | None = None) -> tuple[float, float, float, int, float | None]:
+    """requests/s, p50 ms, p99 ms, errors, and the server's CPU seconds over the measured window (when its pid is
+    given): a closed loop with `window` in flight per connection."""
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
     from twisted.internet.protocol import Protocol
@@ -100,10 +102,14 @@ def tcp_pipelined(port: int, seconds: float, connections: int, window: int) -> t
     def begin_measuring() -> None:
         state["measuring"] = True
         marks["t0"] = time.perf_counter()
+        if server_pid:
+            marks["cpu0"] = tree_cpu_seconds(server_pid)
 
     def end() -> None:
         state["measuring"] = False
         marks["t1"] = time.perf_counter()
+        if server_pid:
+            marks["cpu1"] = tree_cpu_seconds(server_pid)
         reactor.callLater(2.0, reactor.stop)
 
     for _ in range(connections):
@@ -113,7 +119,8 @@ def tcp_pipelined(port: int, seconds: float, connections: int, window: int) -> t
     reactor.run()
     elapsed = marks["t1"] - marks["t0"]
     p50, p99 = percentiles_ms(state["lat"])
-    return state["done"] / elapsed, p50, p99, state["errors"]
+    cpu = marks["cpu1"] - marks["cpu0"] if server_pid else None
+    return state["done"] / elapsed, p50, p99, state["errors"], cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,14 +128,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--window", type=int, default=32, help="requests in flight per connection")
+    parser.add_argument("--port", type=int, help="load a server already running on 127.0.0.1:PORT (serving the "
+                        "demo `tiny` model) instead of starting one; no raw baseline then (python -m bench has it)")
+    parser.add_argument("--server-pid", type=int, help="with --port: report that process tree's CPU seconds over "
+                        "the measured window")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
     args = parser.parse_args(argv)
+    if args.port:
+        rate, p50, p99, errors, cpu = tcp_pipelined(args.port, args.seconds, args.connections, args.window,
+                                                    args.server_pid)
+        print(f"twinfer TCP pipelined ({args.connections}x{args.window} in flight): {rate:,.0f} req/s, "
+              f"p50 {p50:.3f} ms, p99 {p99:.3f} ms, errors {errors}")
+        if args.json:
+            print(json.dumps({"tcp": [rate, p50, p99], "errors": errors, "window": [args.connections, args.window],
+                              "server_cpu_s": cpu, "seconds": args.seconds}))
+        return 1 if errors else 0
     with demo_repository() as repo:
         raw_rate, raw_p50, raw_p99 = raw_onnxruntime(repo / "tiny" / "1" / "model.onnx", args.seconds)
         with running_server(repo) as (ports, proc):
-            cpu0 = tree_cpu_seconds(proc.pid)
-            rate, p50, p99, errors = tcp_pipelined(ports["tcp"], args.seconds, args.connections, args.window)
-            cpu = tree_cpu_seconds(proc.pid) - cpu0
+            rate, p50, p99, errors, cpu = tcp_pipelined(ports["tcp"], args.seconds, args.connections, args.window,
+                                                        proc.pid)
     print(f"tiny model, batch 1 per request, {args.seconds:g} s each, {os.cpu_count()} cores")
     print(f"{'system':<44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs raw':>7}")
     print(f"{'onnxruntime in-process (1 thread)':<44} {raw_rate:>10,.0f} {raw_p50:>8.3f} {raw_p99:>8.3f} {1:>7.3f}")
@@ -139,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"raw": [raw_rate, raw_p50, raw_p99], "tcp": [rate, p50, p99], "errors": errors,
                           "window": [args.connections, args.window],
-                          "server_cores": cpu / (args.seconds + 3.0)}))  # warm-up 1 s + run + 2 s drain
+                          "server_cores": cpu / args.seconds, "server_cpu_s": cpu, "seconds": args.seconds}))
     return 1 if errors else 0
 
 

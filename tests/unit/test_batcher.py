@@ -142,6 +142,34 @@ def test_queue_delay_leaves_early_when_the_preferred_size_is_reached(setup):
     assert executor.calls[0][0]["x"].shape[0] == 4
 
 
+def test_a_long_queue_leaves_in_the_largest_preferred_batch_and_the_rest_keeps_the_instance_busy(setup):
+    # Triton's rule. Taking all 6 queued rows would return every request of a closed-loop client at once and leave
+    # the instance idle while they all come back.
+    clock, executor, stats = setup
+    policy = DynamicBatchingConfig(preferred_batch_sizes=(2, 4))
+    batcher = DynamicBatcher(clock, make_config(dynamic_batching=policy), executor, stats)
+    batcher.submit(rows(1), ["y"])
+    queued = [results(batcher.submit(rows(1, start=10 * i), ["y"])) for i in range(6)]
+    executor.complete()
+    assert executor.calls[0][0]["x"].shape[0] == 4 and batcher.queued == 2
+    executor.complete()
+    assert executor.calls[0][0]["x"].shape[0] == 2 and batcher.queued == 0
+    executor.complete()
+    for i, got in enumerate(queued):
+        np.testing.assert_array_equal(got[0]["y"], rows(1, start=10 * i)["x"] * 2)
+
+
+def test_when_no_preferred_size_can_be_formed_the_largest_batch_leaves(setup):
+    clock, executor, stats = setup
+    policy = DynamicBatchingConfig(preferred_batch_sizes=(4,))
+    batcher = DynamicBatcher(clock, make_config(dynamic_batching=policy), executor, stats)
+    batcher.submit(rows(1), ["y"])
+    for _ in range(3):
+        batcher.submit(rows(3), ["y"])  # 3, 6, 9 rows: never exactly 4; max_batch_size 8 caps it at 6
+    executor.complete()
+    assert executor.calls[0][0]["x"].shape[0] == 6 and batcher.queued == 1
+
+
 def test_full_queue_is_overloaded(setup):
     clock, executor, stats = setup
     policy = DynamicBatchingConfig(max_queue_size=2)

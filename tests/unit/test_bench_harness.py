@@ -87,3 +87,31 @@ def test_markdown_lists_results_ratios_and_failures():
     row = next(line for line in text.splitlines() if line.startswith("| twinfer | http | wrk"))
     assert "| 0.0800 | 2.00 |" in row and "0.150" in row
     assert "**litserve**" in text and "did not start" in text
+
+
+def test_loads_alternate_between_systems_each_round_and_report_the_median_round(tmp_path):
+    import os
+
+    from bench.__main__ import Cell, Run, measure_interleaved
+    from bench.peers import Running
+
+    run = Run(quick=False, work=tmp_path, rounds=3)
+    order: list[str] = []
+    rates = {"a": iter([100.0, 300.0, 200.0]), "b": iter([50.0, 40.0, 60.0]), "c1": iter([7.0])}
+
+    def call(system: str):
+        def measure() -> tuple:
+            order.append(system)
+            return next(rates[system]), 1.0, 2.0
+        return measure
+
+    me = Running("x", os.getpid())
+    cells = [Cell("a", me, "http", "wrk", 8, call("a")), Cell("b", me, "http", "wrk", 8, call("b")),
+             Cell("c1", me, "http", "wrk", 1, call("c1"))]
+    measure_interleaved(run, cells)
+    # round 1 runs every load; rounds 2 and 3 only the c=8 (target) load, the first system rotating
+    assert order == ["a", "b", "c1", "b", "a", "a", "b"]
+    reported = {r.system: r for r in run.results}
+    assert reported["a"].infer_per_s == 200.0 and reported["a"].samples == [100.0, 300.0, 200.0]
+    assert "median of 3 interleaved rounds (100-300 infer/s)" in reported["a"].note
+    assert reported["b"].infer_per_s == 50.0 and reported["c1"].infer_per_s == 7.0 and not reported["c1"].samples
