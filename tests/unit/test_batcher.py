@@ -159,6 +159,19 @@ def test_a_long_queue_leaves_in_the_largest_preferred_batch_and_the_rest_keeps_t
         np.testing.assert_array_equal(got[0]["y"], rows(1, start=10 * i)["x"] * 2)
 
 
+def test_a_queue_past_the_largest_preferred_size_never_waits_for_the_delay(setup):
+    # 2 + 3 rows queued: the largest preferred batch formable is 2, but 5 rows were waiting, more than the target 4,
+    # so that batch leaves at once instead of holding out for the delay.
+    clock, executor, stats = setup
+    policy = DynamicBatchingConfig(max_queue_delay_us=100_000, preferred_batch_sizes=(2, 4))
+    batcher = DynamicBatcher(clock, make_config(dynamic_batching=policy), executor, stats)
+    batcher.submit(rows(4), ["y"])  # the target size: runs at once and keeps the instance busy
+    batcher.submit(rows(2), ["y"])
+    batcher.submit(rows(3), ["y"])
+    executor.complete()
+    assert executor.calls[0][0]["x"].shape[0] == 2 and batcher.queued == 1
+
+
 def test_when_no_preferred_size_can_be_formed_the_largest_batch_leaves(setup):
     clock, executor, stats = setup
     policy = DynamicBatchingConfig(preferred_batch_sizes=(4,))

@@ -139,19 +139,18 @@ class DynamicBatcher:
             rows += item.rows
             if rows in self._preferred:
                 preferred_cut = len(chosen)
-        if preferred_cut and rows > self._target_rows:
-            # Triton's rule (configs moved from Triton behave the same): the largest preferred batch that can be
-            # formed leaves, the rest stays queued. Taking every queued request instead runs all of a closed-loop
-            # client's requests in one batch, returns them together and idles the instance while they come back.
-            # On the face model at batch 8, c=4 the difference drowned in this machine's noise (A/B, 3 rounds).
-            rows -= sum(item.rows for item in chosen[preferred_cut:])
-            del chosen[preferred_cut:]
         if self._delay_s > 0 and rows < self._target_rows and not self._closed:
             waited = self._clock.seconds() - head.enqueued_at
             if waited < self._delay_s:
                 if self._delay_call is None:
                     self._delay_call = self._clock.callLater(self._delay_s - waited, self._delay_elapsed)
                 return None
+        if preferred_cut and rows > self._target_rows:
+            # Triton's rule (configs moved from Triton behave the same): the largest preferred batch that can be
+            # formed leaves, the rest stays queued. Taking every queued request instead runs all of a closed-loop
+            # client's requests in one batch, returns them together and idles the instance while they come back.
+            # On the face model at batch 8, c=4 the difference drowned in this machine's noise (A/B, 3 rounds).
+            del chosen[preferred_cut:]
         if len(chosen) == len(self._queue):
             self._queue.clear()
         else:
