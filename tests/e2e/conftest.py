@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -97,3 +99,35 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+class SteadyTraffic:
+    """One real client sending `inputs` to `model` back to back from a thread while a test changes the server
+    underneath: `served` holds `label(outputs)` of every answer, `errors` the first failure (the thread then
+    stops), so "zero failed requests" is `errors == []`."""
+
+    def __init__(self, port: int, model: str, inputs: dict, label) -> None:
+        self.served: list = []
+        self.errors: list[BaseException] = []
+        self._port, self._model, self._inputs, self._label = port, model, inputs, label
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        from twinfer.client import Client
+
+        with Client("127.0.0.1", self._port) as client:
+            while not self._stop.is_set():
+                try:
+                    self.served.append(self._label(client.infer(self._model, self._inputs)))
+                except BaseException as exc:  # noqa: BLE001 - every failure counts
+                    self.errors.append(exc)
+                    return
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(20)

@@ -17,7 +17,7 @@ import tritonclient.http as httpclient
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import SteadyTraffic, wait_until
 from twinfer.client import Client
 from twinfer.demo_models import build_repository
 from twinfer.sources.face_dataset import DRIVEN_INDEX, face_dataset
@@ -73,23 +73,9 @@ def test_an_undertrained_version_is_refused_while_the_trained_one_serves(tmp_pat
                                    providers=["CPUExecutionProvider"])
     [expected] = session.run(None, {"image": probe})
     server = server_factory(repo, "--insecure-dev", "--repository-poll", "0.1")
-    errors: list[BaseException] = []
-    served: list[bool] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        with Client("127.0.0.1", server.tcp) as client:
-            while not stop.is_set():
-                try:
-                    out = client.infer("face_blendshapes", {"image": probe})["blendshapes"]
-                    served.append(bool(np.allclose(out, expected, atol=1e-5)))
-                except BaseException as exc:  # noqa: BLE001 - every failure counts
-                    errors.append(exc)
-                    return
-
-    thread = threading.Thread(target=traffic)
-    thread.start()
-    try:
+    with SteadyTraffic(server.tcp, "face_blendshapes", {"image": probe},
+                       lambda out: bool(np.allclose(out["blendshapes"], expected, atol=1e-5))) as traffic:
+        served = traffic.served
         wait_until(lambda: len(served) > 50, what="traffic on version 1")
         trained = twinfer("train", "face-blendshapes", "--repository", str(repo), "--samples", "64", "--epochs", "1",
                           "--max-steps", "1", "--threads", "1", "--formats", "onnx")
@@ -104,10 +90,7 @@ def test_an_undertrained_version_is_refused_while_the_trained_one_serves(tmp_pat
         assert "blendshapes MAE" in status.reason
         count = len(served)
         wait_until(lambda: len(served) > count + 50, what="traffic goes on while version 2 is refused")
-    finally:
-        stop.set()
-        thread.join(20)
-    assert errors == [] and served and all(served)
+    assert traffic.errors == [] and served and all(served)
     assert server.stop() == 0
 
 

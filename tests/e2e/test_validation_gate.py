@@ -8,13 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import urllib.request
 
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import SteadyTraffic, wait_until
 from tests.support import build_matmul_relu
 from twinfer.client import Client
 
@@ -38,23 +37,9 @@ def test_a_version_failing_its_gate_is_refused_and_the_good_one_keeps_serving(tm
     publish(repo, 1, np.eye(16), tmp_path)
     server = server_factory(repo, "--insecure-dev", "--repository-poll", "0.1")
     probe = x[:1]
-    errors: list[BaseException] = []
-    served: list[str] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        with Client("127.0.0.1", server.tcp) as client:
-            while not stop.is_set():
-                try:
-                    out = client.infer("gated", {"INPUT0": probe})["OUTPUT0"]
-                    served.append("good" if np.allclose(out, probe, rtol=0.01) else "bad")
-                except BaseException as exc:  # noqa: BLE001 - every failure counts
-                    errors.append(exc)
-                    return
-
-    thread = threading.Thread(target=traffic)
-    thread.start()
-    try:
+    with SteadyTraffic(server.tcp, "gated", {"INPUT0": probe},
+                       lambda out: "good" if np.allclose(out["OUTPUT0"], probe, rtol=0.01) else "bad") as traffic:
+        served = traffic.served
         wait_until(lambda: len(served) > 50, what="traffic on version 1")
         publish(repo, 2, 1.5 * np.eye(16), tmp_path)  # off by 50 %: must be refused
         with Client("127.0.0.1", server.tcp) as client:
@@ -73,10 +58,7 @@ def test_a_version_failing_its_gate_is_refused_and_the_good_one_keeps_serving(tm
         publish(repo, 3, np.eye(16) * 1.001, tmp_path)  # within the gate
         with Client("127.0.0.1", server.tcp) as client:
             wait_until(lambda: list(client.models()[0].versions) == ["3"], what="version 3 passes and serves")
-    finally:
-        stop.set()
-        thread.join(20)
-    assert errors == [] and "bad" not in served
+    assert traffic.errors == [] and "bad" not in served
     env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
     good = subprocess.run([sys.executable, "-m", "twinfer", "validate", "gated", "--model-repository", str(repo),
                            "--version", "1"], capture_output=True, text=True, timeout=60, env=env)
