@@ -111,3 +111,24 @@ def build_slow_model(model_dir: Path, width: int = 512, layers: int = 12) -> Non
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(model_dir / "1" / "model.onnx"))
     (model_dir / "config.yaml").write_text("dynamic_batching: false\n")
+
+
+# The face network's tensors, for configs of formats whose signature cannot be read from the file.
+FACE_TENSORS = {"inputs": [{"name": "image", "datatype": "FP32", "dims": [1, 128, 128]}],
+                "outputs": [{"name": "blendshapes", "datatype": "FP32", "dims": [52]}]}
+
+
+def face_net_with_batch_norm_statistics(seed: int, scale: float = 2.0) -> Any:
+    """A seeded FaceNet in eval mode whose batch norms saw one random batch, so their running statistics are not
+    the identity and export parity and folding checks really cover them."""
+    import torch
+
+    from twinfer.training.face_net import FaceNet
+
+    torch.manual_seed(seed)
+    model = FaceNet()
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(16, 1, 128, 128) * scale)
+    model.eval()
+    return model

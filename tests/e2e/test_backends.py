@@ -6,28 +6,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import tritonclient.http as httpclient
 import yaml
 
+from tests.support import FACE_TENSORS, face_net_with_batch_norm_statistics
 from twinfer.client import Client
 from twinfer.training.export import export_onnx, export_program, export_torchscript
-from twinfer.training.face_net import FaceNet, folded_state
+from twinfer.training.face_net import folded_state
 from twinfer.training.keras_export import save_tensorflow
 
 pytestmark = pytest.mark.e2e
 MODELS = ("face_onnx", "face_torchscript", "face_export", "face_savedmodel")
-TENSORS = {"inputs": [{"name": "image", "datatype": "FP32", "dims": [1, 128, 128]}],
-           "outputs": [{"name": "blendshapes", "datatype": "FP32", "dims": [52]}]}
 
 
 def test_every_backend_serves_the_same_answers_with_batching(tmp_path, server_factory):
-    torch.manual_seed(11)
-    model = FaceNet()
-    with torch.no_grad():
-        model.train()
-        model(torch.rand(16, 1, 128, 128) * 2)
-    model.eval()
+    model = face_net_with_batch_norm_statistics(11)
     repo = tmp_path / "repo"
     batching = {"max_batch_size": 16, "dynamic_batching": {"max_queue_delay_us": 20000,
                                                            "preferred_batch_sizes": [8]}}
@@ -36,7 +29,7 @@ def test_every_backend_serves_the_same_answers_with_batching(tmp_path, server_fa
                                    ("face_export", "model.pt2", export_program)):
         (repo / name / "1").mkdir(parents=True)
         export(model, repo / name / "1" / filename)
-        extra = TENSORS if name != "face_onnx" else {}
+        extra = FACE_TENSORS if name != "face_onnx" else {}
         (repo / name / "config.yaml").write_text(yaml.safe_dump({**batching, **extra}))
     (repo / "face_savedmodel" / "1").mkdir(parents=True)
     save_tensorflow(folded_state(model), repo / "face_savedmodel" / "1")

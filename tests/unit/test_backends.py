@@ -15,28 +15,24 @@ import pytest
 import torch
 import yaml
 
+from tests import support
+from tests.support import face_net_with_batch_norm_statistics
 from twinfer.backends import BackendOptions, load_backend
 from twinfer.errors import ConfigError, ModelLoadError
 from twinfer.inference.config_loading import find_model_file, load_model_config
 from twinfer.inference.model_version import FileSignature, load_and_warm
 from twinfer.training.export import export_onnx, export_program, export_torchscript
-from twinfer.training.face_net import FaceNet, folded_state
+from twinfer.training.face_net import folded_state
 from twinfer.training.keras_export import save_tensorflow
 
-FACE_TENSORS = {"inputs": [{"name": "image", "datatype": "FP32", "dims": [1, 128, 128]}],
-                "outputs": [{"name": "blendshapes", "datatype": "FP32", "dims": [52]}], "max_batch_size": 16}
+FACE_TENSORS = {**support.FACE_TENSORS, "max_batch_size": 16}
 
 
 @pytest.fixture(scope="module")
 def face_versions(tmp_path_factory) -> dict[str, Path]:
     """One FaceNet (seeded, with non-trivial batch-norm statistics) in every format, each its own model dir."""
     root = tmp_path_factory.mktemp("repo")
-    torch.manual_seed(3)
-    model = FaceNet()
-    with torch.no_grad():
-        model.train()
-        model(torch.rand(16, 1, 128, 128) * 2)
-    model.eval()
+    model = face_net_with_batch_norm_statistics(3)
     files = {}
     for model_name, filename, export in (
         ("face_onnx", "model.onnx", export_onnx), ("face_torchscript", "model.pt", export_torchscript),

@@ -12,11 +12,12 @@ import pytest
 import torch
 import yaml
 
+from tests.support import face_net_with_batch_norm_statistics
 from twinfer.errors import ConfigError
 from twinfer.sources.face_dataset import VALIDATION_SEED
 from twinfer.training import publish
 from twinfer.training.face_command import FaceTrainOptions, run_face_training
-from twinfer.training.face_net import FaceNet, folded_state
+from twinfer.training.face_net import folded_state
 from twinfer.training.train_face import TrainSettings, train_face_model
 
 TINY = TrainSettings(samples=64, epochs=1, batch_size=32, threads=1, max_steps=2)
@@ -99,12 +100,7 @@ def test_training_is_deterministic_for_a_seed_and_learns():
 
 
 def test_folded_state_is_the_eval_network_without_batch_norm():
-    torch.manual_seed(0)
-    model = FaceNet()
-    model.train()
-    with torch.no_grad():  # give the batch norms non-trivial statistics
-        model(torch.rand(16, 1, 128, 128) * 3)
-    model.eval()
+    model = face_net_with_batch_norm_statistics(0, scale=3.0)
     state = {k: torch.from_numpy(v) for k, v in folded_state(model).items()}
     x = torch.rand(2, 1, 128, 128)
     h = x
