@@ -239,13 +239,18 @@ MLSERVER_RUNTIME = textwrap.dedent('''
 ''')
 
 
-@contextmanager
-def mlserver(tiny: Path, work: Path) -> Iterator[Running]:
-    venv = setup_venv("mlserver")
-    folder = work / "mls"
+def _fresh_folder_with_tiny(folder: Path, tiny: Path) -> Path:
+    """An empty folder (whatever a previous run left is removed) holding the tiny model as tiny.onnx."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     shutil.copyfile(tiny, folder / "tiny.onnx")
+    return folder
+
+
+@contextmanager
+def mlserver(tiny: Path, work: Path) -> Iterator[Running]:
+    venv = setup_venv("mlserver")
+    folder = _fresh_folder_with_tiny(work / "mls", tiny)
     (folder / "runtime.py").write_text(MLSERVER_RUNTIME)
     http, grpc, metrics = free_port(), free_port(), free_port()
     (folder / "settings.json").write_text(json.dumps({"host": "127.0.0.1", "http_port": http, "grpc_port": grpc,
@@ -286,10 +291,7 @@ LITSERVE_SERVER = textwrap.dedent('''
 @contextmanager
 def litserve(tiny: Path, work: Path) -> Iterator[Running]:
     venv = setup_venv("litserve")
-    folder = work / "lit"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    shutil.copyfile(tiny, folder / "tiny.onnx")
+    folder = _fresh_folder_with_tiny(work / "lit", tiny)
     (folder / "server.py").write_text(LITSERVE_SERVER)
     http = free_port()
     log = work / "litserve.log"
