@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"raw": [raw_rate, raw_p50, raw_p99], "tcp": [rate, p50, p99], "errors": errors,
                           "window": [args.connections, args.window],
-                          "server_cores": cpu / args.seconds, "server_cpu_s": cpu, "seconds": args.seconds}))
+                          "server_cpu_s": cpu, "seconds": args.seconds}))
     return 1 if errors else 0
 
 
