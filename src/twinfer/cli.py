@@ -358,7 +358,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     import os
 
-    from twinfer.server.tokens import TokenAuthority
+    from twinfer.security.tokens import TokenAuthority
 
     secret = args.secret or os.environ.get("TWINFER_AUTH__TOKEN_SECRET", "")
     if not secret:

@@ -44,6 +44,11 @@ class Unauthenticated(TwinferError):
     """A missing, malformed, forged or expired token."""
 
 
+class PermissionDenied(TwinferError):
+    """Authenticated (or not needing to be), but not allowed: an admin action without the admin token, a stream
+    receiver outside the allowed networks."""
+
+
 class Unavailable(TwinferError):
     """The server is shutting down or the model is being unloaded."""
 

@@ -21,7 +21,7 @@ from twinfer.client import Client
 from twinfer.errors import InvalidInput, ModelNotFound, Unauthenticated
 from twinfer.protocol import game_pb2
 from twinfer.protocol.framing import FrameDecoder, encode_frame
-from twinfer.server.tokens import TokenAuthority
+from twinfer.security.tokens import TokenAuthority
 
 pytestmark = pytest.mark.e2e
 E = game_pb2.ErrorCode

@@ -19,7 +19,7 @@ from twinfer.protocol.tensors import numpy_to_tensor, tensor_to_numpy
 from twinfer.server.commands import ServerContext, default_registry
 from twinfer.server.connection import ConnectionLimits, GameServerFactory
 from twinfer.server.sessions import SessionRegistry
-from twinfer.server.tokens import Authenticator, TokenAuthority
+from twinfer.security.tokens import Authenticator, TokenAuthority
 
 E = game_pb2.ErrorCode
 SECRET = "unit-test-secret"

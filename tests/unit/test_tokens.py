@@ -4,7 +4,7 @@ import pytest
 
 from twinfer.errors import Unauthenticated
 from twinfer.server.sessions import Session, SessionRegistry
-from twinfer.server.tokens import Authenticator, TokenAuthority
+from twinfer.security.tokens import Authenticator, TokenAuthority
 
 
 def test_issued_token_verifies_until_it_expires():

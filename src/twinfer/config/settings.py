@@ -22,9 +22,19 @@ class OnnxSettings(_Section):
 
 
 class AuthSettings(_Section):
-    token_secret: str = Field("", description="HMAC secret for login tokens; empty needs --insecure-dev")
-    admin_token: str = Field("", description="bearer token for repository load/unload (empty = no admin check)")
+    token_secret: str = Field("", description="HMAC secret for login tokens, checked on every transport (game "
+                              "login, HTTP `Authorization: Bearer`, gRPC `authorization` metadata); empty needs "
+                              "--insecure-dev")
+    admin_token: str = Field("", description="bearer token for repository load/unload (empty = load/unload refused)")
     token_ttl_s: int = Field(3600, ge=1, description="default lifetime of tokens minted by `twinfer token`")
+
+
+class TlsSettings(_Section):
+    cert_file: Path | None = Field(None, description="PEM certificate (chain); set with key_file, TLS is on for the "
+                                   "game protocol, HTTP and gRPC (the metrics port stays plain)")
+    key_file: Path | None = Field(None, description="PEM private key of cert_file")
+    client_ca_file: Path | None = Field(None, description="PEM CA bundle; set, clients must present a certificate "
+                                        "it signed (mutual TLS)")
 
 
 class Settings(_Section):
@@ -54,11 +64,30 @@ class Settings(_Section):
     insecure_dev: bool = Field(False, description="allow running without a token secret (local development)")
     auth: AuthSettings = Field(default_factory=AuthSettings)
     onnx: OnnxSettings = Field(default_factory=OnnxSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
     max_frame_bytes: int = Field(16 * 1024 * 1024, ge=64, le=1024**3,
                                  description="largest game-protocol body accepted; larger declared lengths close")
     max_http_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024**3,
                                      description="largest HTTP request body (and gRPC message) accepted")
+    max_request_elements: int = Field(16 * 1024 * 1024, ge=1, description="tensor elements one request may declare "
+                                      "across its inputs (checked before anything is allocated)")
+    max_json_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024**3,
+                                     description="largest KServe JSON body (JSON costs ~20x the CPU of binary "
+                                     "tensors; send large tensors with the binary extension)")
+    max_http_header_bytes: int = Field(64 * 1024, ge=1024, description="request line plus headers; larger gets 431")
+    max_http_url_bytes: int = Field(8 * 1024, ge=256, description="request target; longer gets 414")
+    max_buffered_body_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="request bodies held at once "
+                                         "across all HTTP connections of the process; past it, 503")
+    header_timeout_s: float = Field(10.0, gt=0, description="an HTTP request's headers must arrive within this "
+                                    "of its first byte")
+    body_timeout_s: float = Field(60.0, gt=0, description="an HTTP body, or a game-protocol frame once its header "
+                                  "arrived, must arrive within this")
+    close_grace_s: float = Field(2.0, gt=0, description="a kicked connection that cannot flush its goodbye is "
+                                 "aborted after this")
     max_inflight_per_session: int = Field(256, ge=1, description="requests one connection may have in flight")
+    grpc_stream_max_inflight: int = Field(64, ge=1, description="requests one gRPC ModelStreamInfer may have in "
+                                          "flight or answered but unread; reading stops past it")
+    grpc_max_concurrent_streams: int = Field(1024, ge=1, description="concurrent gRPC calls per connection")
     idle_timeout_s: float = Field(60.0, gt=0, description="close a connection silent this long (pings count)")
     login_timeout_s: float = Field(10.0, gt=0, description="with auth on, a connection must log in within this")
     advertised_host: str = Field("", description="UDP address told to stream clients (empty = host, or 127.0.0.1 "
@@ -67,6 +96,14 @@ class Settings(_Section):
                                               "no heartbeat)")
     max_datagram_bytes: int = Field(65000, ge=128, le=65507, description="largest stream datagram accepted")
     max_streams: int = Field(1024, ge=1, description="streams open at once in one process")
+    max_streams_per_session: int = Field(8, ge=1, description="streams one session may have open")
+    max_partial_frame_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="bytes held in partly "
+                                         "reassembled stream frames across the process; past it, the oldest go")
+    frame_deadline_s: float = Field(1.0, gt=0, description="a stream frame not complete this long after its first "
+                                    "fragment is dropped (heartbeats do not extend it)")
+    stream_receiver_networks: list[str] = Field(default_factory=list, description="CIDR networks stream results "
+                                                "may go to besides the session's own address (broadcast only when "
+                                                "listed), e.g. 10.0.0.0/8")
     stream_receivers: list[str] = Field(default_factory=list, description="receivers added to every stream, as "
                                         "KIND:HOST:PORT (vmc, livelink, native), e.g. vmc:127.0.0.1:39539")
     repository_poll_s: float = Field(2.0, ge=0, description="seconds between repository scans (0 = no hot reload)")

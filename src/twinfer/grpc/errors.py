@@ -5,7 +5,6 @@ from __future__ import annotations
 import grpc
 
 from twinfer import errors
-from twinfer.http.errors import Forbidden
 
 STATUS_BY_ERROR: dict[type[Exception], grpc.StatusCode] = {
     errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
@@ -17,7 +16,7 @@ STATUS_BY_ERROR: dict[type[Exception], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ProtocolError: grpc.StatusCode.INVALID_ARGUMENT,
-    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 

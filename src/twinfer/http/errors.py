@@ -26,11 +26,10 @@ class MethodNotAllowed(errors.TwinferError):
     """The path exists but not for this method (405)."""
 
 
-class Forbidden(errors.TwinferError):
-    """An admin endpoint without the admin token (403)."""
+Forbidden = errors.PermissionDenied  # 403; the old name, kept for the config server
 
 
-STATUS_BY_ERROR.update({NotFoundRoute: 404, MethodNotAllowed: 405, Forbidden: 403})
+STATUS_BY_ERROR.update({NotFoundRoute: 404, MethodNotAllowed: 405, errors.PermissionDenied: 403})
 
 
 def status_for(error: BaseException) -> int:

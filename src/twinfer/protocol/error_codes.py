@@ -17,6 +17,7 @@ ERROR_TO_CODE: dict[type[Exception], int] = {
     errors.InferenceFailed: E.ERROR_CODE_INFERENCE_FAILED,
     errors.Unauthenticated: E.ERROR_CODE_UNAUTHENTICATED,
     errors.Unavailable: E.ERROR_CODE_UNAVAILABLE,
+    errors.PermissionDenied: E.ERROR_CODE_PERMISSION_DENIED,
     errors.InvalidFrame: E.ERROR_CODE_INVALID_FRAME,
     errors.FrameTooLarge: E.ERROR_CODE_FRAME_TOO_LARGE,
     errors.MalformedMessage: E.ERROR_CODE_MALFORMED_MESSAGE,

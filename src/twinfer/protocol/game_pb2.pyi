@@ -25,6 +25,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_SESSION_REPLACED: _ClassVar[ErrorCode]
     ERROR_CODE_IDLE_TIMEOUT: _ClassVar[ErrorCode]
     ERROR_CODE_UNAVAILABLE: _ClassVar[ErrorCode]
+    ERROR_CODE_PERMISSION_DENIED: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_INTERNAL: ErrorCode
 ERROR_CODE_INVALID_FRAME: ErrorCode
@@ -41,6 +42,7 @@ ERROR_CODE_INFERENCE_FAILED: ErrorCode
 ERROR_CODE_SESSION_REPLACED: ErrorCode
 ERROR_CODE_IDLE_TIMEOUT: ErrorCode
 ERROR_CODE_UNAVAILABLE: ErrorCode
+ERROR_CODE_PERMISSION_DENIED: ErrorCode
 
 class Tensor(_message.Message):
     __slots__ = ("name", "datatype", "shape", "data")

@@ -32,7 +32,7 @@ from twinfer.reuseport import listen_shared
 from twinfer.server.commands import ServerContext, default_registry
 from twinfer.server.connection import ConnectionLimits, GameServerFactory
 from twinfer.server.sessions import SessionRegistry
-from twinfer.server.tokens import Authenticator
+from twinfer.security.tokens import Authenticator
 from twinfer.streaming.endpoint import StreamEndpoint
 from twinfer.streaming.manager import StreamManager, parse_receiver_spec
 from twinfer.streaming.stream import Target

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twinfer.inference.facade import InferenceFacade
 from twinfer.protocol import game_pb2
 from twinfer.server.sessions import Session, SessionRegistry
-from twinfer.server.tokens import Authenticator
+from twinfer.security.tokens import Authenticator
 
 if TYPE_CHECKING:
     from twinfer.streaming.manager import StreamManager
