@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from twinfer.faces.reading import FaceReading
+
 
 @dataclass(frozen=True, slots=True)
 class FrameResult:
@@ -17,6 +19,7 @@ class FrameResult:
     values: np.ndarray  # float32, one per label
     labels: tuple[str, ...]
     model_version: str
+    face: FaceReading | None = None  # set by the face tracker: pose, gaze, tracking state
 
 
 class OutputFormat(ABC):
