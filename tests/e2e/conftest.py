@@ -46,8 +46,25 @@ class RunningServer:
         return self.process.wait(timeout)
 
 
-def start_server(tmp_path: Path, repository: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
-    """Start a server and wait (with a deadline, no sleeps racing it) for its ports file."""
+# Address space for a server that attack tests run against: enough for the server's threads and ONNX Runtime
+# (~1.3 GB of mappings at rest), far below what an unbounded allocation would take, so a regression fails the
+# test with a MemoryError in the server instead of taking the machine down.
+ATTACK_ADDRESS_SPACE = 3 * 1024**3
+
+
+def _limit_address_space(limit: int):
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def start_server(tmp_path: Path, repository: Path, *args: str, env: dict[str, str] | None = None,
+                 address_space: int | None = None) -> RunningServer:
+    """Start a server and wait (with a deadline, no sleeps racing it) for its ports file. `address_space` caps
+    the server's virtual memory (RLIMIT_AS), for tests whose regression would allocate without bound."""
     ports_file = tmp_path / f"ports-{time.monotonic_ns()}.json"
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
     cmd = [
@@ -61,7 +78,8 @@ def start_server(tmp_path: Path, repository: Path, *args: str, env: dict[str, st
     full_env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", **(env or {})}
     full_env = {k: v for k, v in full_env.items() if not k.startswith("TWINFER_") or (env and k in env)}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                   preexec_fn=_limit_address_space(address_space) if address_space else None)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ports_file.exists():
         if process.poll() is not None:
@@ -77,8 +95,9 @@ def start_server(tmp_path: Path, repository: Path, *args: str, env: dict[str, st
 def server_factory(tmp_path: Path) -> Iterator:
     servers: list[RunningServer] = []
 
-    def factory(repository: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
-        server = start_server(tmp_path, repository, *args, env=env)
+    def factory(repository: Path, *args: str, env: dict[str, str] | None = None,
+                address_space: int | None = None) -> RunningServer:
+        server = start_server(tmp_path, repository, *args, env=env, address_space=address_space)
         servers.append(server)
         return server
 

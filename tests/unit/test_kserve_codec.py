@@ -12,8 +12,10 @@ from hypothesis.extra import numpy as hnp
 
 from twinfer.errors import InvalidInput
 from twinfer.http.infer_codec import encode_infer, parse_infer
+from twinfer.inference.limits import ElementBudget
 from twinfer.inference.types import InferenceResult
 from twinfer.kserve.tensor_codec import (
+    check_shape,
     deserialize_bytes,
     from_json_data,
     from_raw,
@@ -115,3 +117,25 @@ def test_json_only_response_has_no_header_length():
     assert parsed.request.version == "2" and parsed.request.outputs is None
     body, header_length = encode_infer(parsed, InferenceResult("m", "2", {"y": np.array([0.5], np.float32)}))
     assert header_length is None and json.loads(body)["outputs"][0]["data"] == [0.5]
+
+
+def test_bytes_count_is_checked_against_the_data_before_allocating():
+    """#14 finding 1: 2**20 declared BYTES elements in 4 bytes are refused from the lengths alone."""
+    with pytest.raises(InvalidInput, match="cannot hold 1048576 BYTES elements"):
+        from_raw("x", "BYTES", (2**20,), b"\0\0\0\0", ElementBudget(2**21))
+
+
+def test_the_element_budget_is_shared_by_a_requests_inputs():
+    budget = ElementBudget(100)
+    from_raw("a", "FP32", (6, 10), np.zeros(60, np.float32).tobytes(), budget)
+    with pytest.raises(InvalidInput, match="max_request_elements"):
+        from_json_data("b", "FP32", (41,), [0.0] * 41, budget)
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 40], "data": [0.0] * 120}]})
+    with pytest.raises(InvalidInput, match="declares 120 elements"):
+        parse_infer("m", None, header.encode(), None, ElementBudget(100))
+
+
+@pytest.mark.parametrize("shape", [[True, 2], [1.5], [-1], "12", [1] * 33])
+def test_odd_shapes_are_invalid_input(shape):
+    with pytest.raises(InvalidInput):
+        check_shape("x", shape)

@@ -7,7 +7,8 @@ from tritonclient.grpc import service_pb2 as pb
 
 from twinfer.errors import InvalidInput
 from twinfer.inference.types import InferenceRequest, InferenceResult
-from twinfer.kserve.tensor_codec import check_shape, from_raw, to_raw
+from twinfer.inference.limits import ElementBudget
+from twinfer.kserve.tensor_codec import check_shape, from_json_data, from_raw, to_raw
 
 # Which typed `contents` field carries each datatype (KServe v2 gRPC).
 CONTENTS_FIELD = {
@@ -17,23 +18,24 @@ CONTENTS_FIELD = {
 }
 
 
-def _typed(tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int, ...]) -> np.ndarray:
-    from twinfer.kserve.tensor_codec import from_json_data
-
+def _typed(tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int, ...], budget: ElementBudget) -> np.ndarray:
     field = CONTENTS_FIELD.get(tensor.datatype)
     if field is None:
         raise InvalidInput(f"input {tensor.name!r}: {tensor.datatype} needs raw_input_contents")
-    values = list(getattr(tensor.contents, field))
+    contents = getattr(tensor.contents, field)
     if tensor.datatype == "BYTES":
-        array = np.empty(len(values), dtype=object)
-        array[:] = values
-        if array.size != int(np.prod(shape)):
-            raise InvalidInput(f"input {tensor.name!r}: {array.size} values for shape {list(shape)}")
+        count = budget.take(tensor.name, shape)
+        if len(contents) != count:
+            raise InvalidInput(f"input {tensor.name!r}: {len(contents)} values for shape {list(shape)}")
+        array = np.empty(count, dtype=object)
+        array[:] = list(contents)
         return array.reshape(shape)
-    return from_json_data(tensor.name, tensor.datatype, shape, values)
+    return from_json_data(tensor.name, tensor.datatype, shape, list(contents), budget)
 
 
-def decode_request(request: pb.ModelInferRequest) -> InferenceRequest:
+def decode_request(request: pb.ModelInferRequest, budget: ElementBudget | None = None) -> InferenceRequest:
+    """`budget` caps the elements the request's shapes may declare (checked before any allocation)."""
+    budget = budget or ElementBudget()
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
@@ -42,7 +44,8 @@ def decode_request(request: pb.ModelInferRequest) -> InferenceRequest:
         if tensor.name in inputs:
             raise InvalidInput(f"input {tensor.name!r} given twice")
         shape = check_shape(tensor.name, list(tensor.shape))
-        inputs[tensor.name] = from_raw(tensor.name, tensor.datatype, shape, raw[i]) if raw else _typed(tensor, shape)
+        inputs[tensor.name] = (from_raw(tensor.name, tensor.datatype, shape, raw[i], budget) if raw
+                               else _typed(tensor, shape, budget))
     timeout = request.parameters.get("timeout")
     timeout_ms = None
     if timeout is not None and timeout.WhichOneof("parameter_choice") in ("int64_param", "uint64_param"):

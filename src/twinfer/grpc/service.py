@@ -47,7 +47,7 @@ class KServeGrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):
         self._admin_token = admin_token
 
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        inference = decode_request(request)
+        inference = decode_request(request, self.facade.element_budget())
         _check_name(inference.model)
         result = await self.facade.infer(inference).asFuture(asyncio.get_running_loop())
         return encode_response(request.id, result)

@@ -15,6 +15,7 @@ import orjson
 
 from twinfer.errors import InvalidInput
 from twinfer.inference.datatypes import from_numpy_dtype
+from twinfer.inference.limits import ElementBudget
 from twinfer.inference.types import InferenceRequest, InferenceResult
 from twinfer.kserve.tensor_codec import check_shape, from_json_data, from_raw, to_json_data, to_raw
 
@@ -32,7 +33,10 @@ class ParsedInfer:
     binary_default: bool
 
 
-def parse_infer(model: str, version: str | None, body: bytes, header_length: bytes | None) -> ParsedInfer:
+def parse_infer(model: str, version: str | None, body: bytes, header_length: bytes | None,
+                budget: ElementBudget | None = None) -> ParsedInfer:
+    """`budget` caps the elements the request's shapes may declare (checked before any allocation)."""
+    budget = budget or ElementBudget()
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
             raise InvalidInput(f"Inference-Header-Content-Length {header_length.decode('latin-1')!r} "
@@ -64,10 +68,10 @@ def parse_infer(model: str, version: str | None, body: bytes, header_length: byt
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise InvalidInput(f"input {name!r}: binary_data_size {size!r} runs past the end of the body")
-            inputs[name] = from_raw(name, datatype, shape, binary[offset : offset + size])
+            inputs[name] = from_raw(name, datatype, shape, binary[offset : offset + size], budget)
             offset += size
         elif "data" in entry:
-            inputs[name] = from_json_data(name, datatype, shape, entry["data"])
+            inputs[name] = from_json_data(name, datatype, shape, entry["data"], budget)
         else:
             raise InvalidInput(f"input {name!r}: neither `data` nor binary_data_size")
     if offset != len(binary):

@@ -112,7 +112,8 @@ class KServeHttpApi:
         return json_response(to_json_dict(messages.model_metadata(self.facade.model(name), resolved)))
 
     def _infer(self, request: HttpRequest, name: str, version: str | None) -> Deferred[HttpResponse]:
-        parsed = parse_infer(name, version, request.body, request.headers.get(HEADER_LENGTH))
+        parsed = parse_infer(name, version, request.body, request.headers.get(HEADER_LENGTH),
+                             self.facade.element_budget())
 
         def render(result) -> HttpResponse:
             body, header_length = encode_infer(parsed, result)

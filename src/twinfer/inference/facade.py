@@ -10,6 +10,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 
 from twinfer.errors import TwinferError
+from twinfer.inference.limits import DEFAULT_MAX_ELEMENTS, ElementBudget
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.model_version import ModelVersion
 from twinfer.inference.repository import ModelRepository, ServedModel
@@ -18,8 +19,13 @@ from twinfer.inference.validation import validate_inputs, validate_outputs
 
 
 class InferenceFacade:
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, repository: ModelRepository, max_request_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
         self.repository = repository
+        self.max_request_elements = max_request_elements
+
+    def element_budget(self) -> ElementBudget:
+        """A fresh per-request budget: every front-end's decoder takes one before it allocates any input."""
+        return ElementBudget(self.max_request_elements)
 
     def infer(self, request: InferenceRequest) -> Deferred[InferenceResult]:
         """Validate, queue and run one request. Errors arrive as TwinferError failures, never raised."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 import struct
 from typing import Any
 
@@ -11,13 +10,19 @@ import numpy as np
 
 from twinfer.errors import InvalidInput
 from twinfer.inference.datatypes import from_numpy_dtype, to_numpy_dtype
+from twinfer.inference.limits import ElementBudget, short_shape
 
 _LEN = struct.Struct("<I")
+MAX_DIMS = 32  # numpy's own limit is 64; no model takes more than a handful
 
 
 def check_shape(name: str, shape: Any) -> tuple[int, ...]:
-    if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(shape, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, got {short_shape(shape)}")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(f"input {name!r}: {len(shape)} dimensions; at most {MAX_DIMS}")
     return tuple(shape)
 
 
@@ -31,8 +36,11 @@ def serialize_bytes(array: np.ndarray) -> bytes:
 
 
 def deserialize_bytes(name: str, buffer: bytes | memoryview, count: int) -> np.ndarray:
-    out = np.empty(count, dtype=object)
     view, offset = memoryview(buffer), 0
+    if count * _LEN.size > len(view):  # each element needs its 4-byte length: refuse before allocating `count`
+        raise InvalidInput(f"input {name!r}: {len(view)} bytes cannot hold {count} BYTES elements "
+                           f"(each needs at least {_LEN.size})")
+    out = np.empty(count, dtype=object)
     for i in range(count):
         if offset + 4 > len(view):
             raise InvalidInput(f"input {name!r}: BYTES data ends inside element {i}")
@@ -47,9 +55,10 @@ def deserialize_bytes(name: str, buffer: bytes | memoryview, count: int) -> np.n
     return out
 
 
-def from_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes | memoryview) -> np.ndarray:
+def from_raw(name: str, datatype: str, shape: tuple[int, ...], raw: bytes | memoryview,
+             budget: ElementBudget | None = None) -> np.ndarray:
     """A tensor from raw bytes (HTTP binary extension, gRPC raw_input_contents)."""
-    count = math.prod(shape)
+    count = (budget or ElementBudget()).take(name, shape)
     if datatype == "BYTES":
         return deserialize_bytes(name, raw, count).reshape(shape)
     dtype = to_numpy_dtype(datatype)
@@ -69,9 +78,10 @@ def to_raw(array: np.ndarray) -> tuple[str, bytes]:
     return datatype, np.ascontiguousarray(array, dtype=to_numpy_dtype(datatype)).tobytes()
 
 
-def from_json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
+def from_json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any,
+                   budget: ElementBudget | None = None) -> np.ndarray:
     """A tensor from a JSON `data` list (flat row-major or nested)."""
-    count = math.prod(shape)
+    count = (budget or ElementBudget()).take(name, shape)
     if not isinstance(data, list):
         raise InvalidInput(f"input {name!r}: `data` must be a list")
     if datatype == "BYTES":

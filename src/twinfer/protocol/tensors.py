@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from twinfer.errors import InvalidInput
 from twinfer.inference.datatypes import from_numpy_dtype, to_numpy_dtype
+from twinfer.inference.limits import ElementBudget
+from twinfer.kserve.tensor_codec import check_shape
 from twinfer.protocol import game_pb2
 
 
-def tensor_to_numpy(tensor: game_pb2.Tensor) -> np.ndarray:
-    """Decode one wire tensor without copying its bytes; InvalidInput when size, shape and datatype disagree."""
+def tensor_to_numpy(tensor: game_pb2.Tensor, budget: ElementBudget | None = None) -> np.ndarray:
+    """Decode one wire tensor without copying its bytes; InvalidInput when size, shape and datatype disagree or
+    the shape declares more elements than the request's budget (checked before anything is allocated)."""
     if tensor.datatype == "BYTES":
         raise InvalidInput(f"input {tensor.name!r}: BYTES tensors are not supported on the game protocol")
     dtype = to_numpy_dtype(tensor.datatype)
-    shape = tuple(tensor.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input {tensor.name!r}: negative dimension in shape {list(shape)}")
-    expected = math.prod(shape) * dtype.itemsize
+    shape = check_shape(tensor.name, list(tensor.shape))
+    expected = (budget or ElementBudget()).take(tensor.name, shape) * dtype.itemsize
     if len(tensor.data) != expected:
         raise InvalidInput(
             f"input {tensor.name!r}: {len(tensor.data)} bytes of data, but shape {list(shape)} of "

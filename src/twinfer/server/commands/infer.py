@@ -16,9 +16,10 @@ class InferCommand(Command):
 
     def execute(self, session: Session, message: game_pb2.ClientMessage, reply: Reply) -> Deferred[Reply]:
         infer = message.infer
+        budget = self.context.facade.element_budget()
         request = InferenceRequest(
             model=infer.model,
-            inputs={t.name: tensor_to_numpy(t) for t in infer.inputs},
+            inputs={t.name: tensor_to_numpy(t, budget) for t in infer.inputs},
             version=infer.version or None,
             outputs=list(infer.outputs) or None,
             timeout_ms=infer.timeout_ms or None,
