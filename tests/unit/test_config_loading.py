@@ -284,3 +284,25 @@ def test_a_pbtxt_name_that_differs_is_an_error(tiny_dir: Path) -> None:
     (tiny_dir / "config.pbtxt").write_text('name: "small"\n')
     with pytest.raises(ConfigError, match=r"config\.pbtxt: name: 'small' differs"):
         load_model_config(tiny_dir, onnx_file(tiny_dir))
+
+
+@pytest.mark.parametrize("label_file", ["../../outside/secret.txt", "/etc/passwd", "link.txt"])
+def test_label_filename_outside_the_model_directory_is_refused(tiny_dir: Path, label_file: str) -> None:
+    """#14 finding 15: `label_filename: "../../outside/secret.txt"` was read and served through model metadata."""
+    outside = tiny_dir.parent.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "secret.txt").write_text("\n".join(f"secret{i}" for i in range(16)))
+    (tiny_dir / "link.txt").symlink_to(outside / "secret.txt")  # a symlink inside that points out
+    (tiny_dir / "config.pbtxt").write_text(PBTXT.replace('"labels.txt"', f'"{label_file}"'))
+    with pytest.raises(ConfigError, match="label_filename") as caught:
+        load_model_config(tiny_dir, onnx_file(tiny_dir))
+    assert "secret" not in str(caught.value).replace("secret.txt", "")
+
+
+def test_validation_dataset_outside_the_model_directory_is_refused(tmp_path: Path) -> None:
+    from twinfer.inference.paths import inside_model_dir
+
+    (tmp_path / "m").mkdir()
+    assert inside_model_dir(tmp_path / "m", "sub/v.npz", "validation.dataset", "c") == (tmp_path / "m/sub/v.npz")
+    with pytest.raises(ConfigError, match="outside the model directory"):
+        inside_model_dir(tmp_path / "m", "../v.npz", "validation.dataset", "c")

@@ -39,6 +39,7 @@ from twinfer.backends.base import MODEL_FILES, backend_of_file, canonical_backen
 from twinfer.errors import ConfigError, ModelLoadError
 from twinfer.inference.datatypes import ONNX_TO_DATATYPE
 from twinfer.inference.model_config import ModelConfig
+from twinfer.inference.paths import inside_model_dir
 
 MODEL_FILENAMES = tuple(name for names in MODEL_FILES.values() for name in names)  # search order without a backend
 DERIVED_MAX_BATCH_SIZE = 64
@@ -164,8 +165,13 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
             entry["datatype"] = "BYTES" if datatype == "STRING" else datatype
         if t.dims:  # `reshape` is ignored: the backend feeds the model the shape the client sent
             entry["dims"] = list(t.dims)
-        if is_output and t.label_filename and (path.parent / t.label_filename).is_file():
-            lines = [line.strip() for line in (path.parent / t.label_filename).read_text().splitlines()]
+        labels = (inside_model_dir(path.parent, t.label_filename, f"output {t.name!r} label_filename", path)
+                  if is_output and t.label_filename else None)
+        if labels is not None and labels.is_file():
+            try:
+                lines = [line.strip() for line in labels.read_text().splitlines()]
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path}: label_filename {t.label_filename!r}: {exc}") from None
             while lines and not lines[-1]:
                 lines.pop()
             entry["labels"] = lines

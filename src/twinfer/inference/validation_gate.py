@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from twinfer.backends import Backend
-from twinfer.errors import ModelLoadError
+from twinfer.errors import ConfigError, ModelLoadError
 from twinfer.inference.model_config import ModelConfig
+from twinfer.inference.paths import inside_model_dir
 
 
 @dataclass
@@ -36,7 +37,10 @@ def validate(config: ModelConfig, backend: Backend, model_dir: Path) -> Validati
     gate = config.validation
     if gate is None:
         raise ValueError(f"model {config.name!r} has no validation set in its config")
-    path = model_dir / gate.dataset
+    try:
+        path = inside_model_dir(model_dir, gate.dataset, "validation.dataset", model_dir / "config.yaml")
+    except ConfigError as exc:
+        raise ModelLoadError(str(exc)) from None
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
