@@ -85,6 +85,8 @@ def peek_stream_id(data: bytes) -> int:
 
 def decode(key: bytes | Signer, data: bytes) -> Datagram:
     """Check the tag, then parse. Call peek_stream_id first to pick the key."""
+    if len(data) < OVERHEAD:
+        raise DatagramError("malformed", f"{len(data)} bytes is shorter than a header and a tag")
     signed, given = data[:-TAG_BYTES], data[-TAG_BYTES:]
     if not hmac.compare_digest(tag(key, signed), given):
         raise DatagramError("forged", "bad tag")
