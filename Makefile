@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv models run test proto readme ship-face-model bench bench-quick bench-tcp bench-kserve bench-streams bench-bot clean
+.PHONY: venv models run test fuzz proto readme ship-face-model bench bench-quick bench-tcp bench-kserve bench-streams bench-bot clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,12 @@ $(BIN)/helm: $(STAMP)
 
 test: $(STAMP) $(BIN)/helm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fuzzing suite at length (#14): every parser property with 20,000 examples, then the live mutation fuzzer
+# (a million mutated inputs over TCP, UDP, HTTP and gRPC against a real server beside a bystander; ~5 min).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider
+	$(BIN)/python -m tests.fuzz.live --inputs 1000000 --json fuzz-results.json
 
 proto: $(STAMP)
 	$(BIN)/python tools/gen_proto.py

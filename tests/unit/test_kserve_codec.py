@@ -139,3 +139,10 @@ def test_the_element_budget_is_shared_by_a_requests_inputs():
 def test_odd_shapes_are_invalid_input(shape):
     with pytest.raises(InvalidInput):
         check_shape("x", shape)
+
+
+def test_a_zero_dimension_does_not_hide_a_huge_one():
+    """Found by the fuzzer: shape [0, 2**62] with no data made numpy raise ValueError (an INTERNAL error)."""
+    with pytest.raises(InvalidInput, match="max_request_elements"):
+        from_json_data("x", "FP32", (0, 2**62), [], ElementBudget(1000))
+    assert from_json_data("x", "FP32", (0, 16), [], ElementBudget(1000)).shape == (0, 16)

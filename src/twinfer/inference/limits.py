@@ -24,11 +24,14 @@ class ElementBudget:
         self.left = limit
 
     def take(self, name: str, shape: tuple[int, ...]) -> int:
+        """The shape's element count, taken from the budget. Zero dimensions do not hide the others: [0, 2**62]
+        holds nothing, but numpy refuses to even describe it, so the extent (zeros counted as 1) must fit too."""
         count = math.prod(shape)
-        if count > self.left:
+        extent = math.prod(d or 1 for d in shape)
+        if count > self.left or extent > self.limit:
             raise InvalidInput(
-                f"input {name!r}: shape {short_shape(shape)} declares {count} elements; a request may declare at most "
-                f"{self.limit} in all (max_request_elements)"
+                f"input {name!r}: shape {short_shape(shape)} declares {max(count, extent)} elements; a request may "
+                f"declare at most {self.limit} in all (max_request_elements)"
             )
         self.left -= count
         return count
