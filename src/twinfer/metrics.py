@@ -38,7 +38,8 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("twinfer_stream_frames_out_total", "frames whose results were sent, per open stream"),
     ("twinfer_stream_frames_skipped_total", "frames replaced by a newer one before they ran, per open stream"),
     ("twinfer_stream_datagrams_dropped_total", "stream datagrams dropped, by reason (forged, replayed, malformed, "
-                                               "oversized, unknown_stream...)"),
+                                               "oversized, unknown_stream...; partial frames given up: "
+                                               "incomplete, partial_budget, frame_deadline)"),
     ("twinfer_stream_latency_seconds", "frame-in (complete at the server) -> result datagram out, histogram"),
 )
 HELP = dict(METRICS)
