@@ -33,6 +33,8 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("twinfer_sessions_logged_in", "game-protocol sessions that have logged in"),
     ("twinfer_http_connections", "open KServe HTTP connections"),
     ("twinfer_streams_open", "streams open now"),
+    ("twinfer_stream_partial_frame_bytes", "bytes held in partly reassembled stream frames, all streams (capped by "
+                                           "max_partial_frame_bytes)"),
     ("twinfer_stream_frames_total", "stream frames by event (in, out, skipped, failed); all streams, closed included"),
     ("twinfer_stream_frames_in_total", "complete authentic frames received, per open stream (label stream)"),
     ("twinfer_stream_frames_out_total", "frames whose results were sent, per open stream"),
@@ -91,6 +93,8 @@ class TwinferCollector:
     def _stream_metrics(self, manager: StreamManager) -> Iterator[Metric]:
         streams = list(manager.streams.values())
         yield GaugeMetricFamily("twinfer_streams_open", HELP["twinfer_streams_open"], value=len(streams))
+        yield GaugeMetricFamily("twinfer_stream_partial_frame_bytes", HELP["twinfer_stream_partial_frame_bytes"],
+                                value=manager.budget.held)
         totals = dict(manager.closed_stats)
         dropped = dict(manager.dropped)
         per_stream = {name: CounterMetricFamily(name.removesuffix("_total"), HELP[name], labels=["stream"]) for name in

@@ -17,6 +17,7 @@ from tests.support import SyncThreads, take_messages
 from twinfer.errors import InvalidInput, Overloaded, PermissionDenied
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import ModelRepository
+from twinfer.metrics import build_registry
 from twinfer.protocol import game_pb2
 from twinfer.protocol.framing import encode_frame
 from twinfer.security.receivers import ReceiverPolicy
@@ -129,6 +130,9 @@ def test_the_manager_gives_every_stream_one_budget_and_counts_evictions(facade):
         m.datagram_received(fragment(stream, 1, 0, 2, b"p" * 900))
         assert m.budget.held <= 2048
     assert streams[0].stats.dropped[DROP_BUDGET] == 1 and m.budget.held == 1800
+    registry = build_registry(facade, {}, m)
+    assert registry.get_sample_value("twinfer_stream_partial_frame_bytes") == 1800
+    assert registry.get_sample_value("twinfer_stream_datagrams_dropped_total", {"reason": DROP_BUDGET}) == 1
     m.datagram_received(fragment(streams[1], 1, 1, 2, b"p" * 124))  # completes stream 2's frame
     assert streams[1].stats.frames_in == 1 and m.budget.held == 900
     clock.advance(0.6)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
+
+from twisted.internet.interfaces import IDelayedCall
 
 
 class SessionTransport(Protocol):
@@ -32,7 +34,7 @@ class Session:
     client_name: str = ""
     in_flight: int = 0
     host: str = ""  # the TCP peer's IP address: where its stream results may go by default
-    expiry: Any = None  # IDelayedCall: the kick when the login token expires
+    expiry: IDelayedCall | None = None  # the kick when the login token expires
 
     def cancel_expiry(self) -> None:
         if self.expiry is not None and self.expiry.active():
