@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.conftest import wait_until
 from tests.support import make_repository, tiny_reference
 from twinfer.client import Client
-from twinfer.errors import Unauthenticated
+from twinfer.errors import PermissionDenied, Unauthenticated
 from twinfer.protocol import game_pb2
 from twinfer.protocol.framing import encode_frame
 from twinfer.security.tokens import TokenAuthority
@@ -73,7 +73,8 @@ def test_kicked_sessions_that_never_read_are_gone_within_the_grace(tmp_path, ser
     4 GiB. The login deadline kicks each session; before the fix they stayed ESTABLISHED for good (72 left after a
     fuzz run); now sessions and file descriptors return to the baseline within close_grace_s, while the peers
     still hold their sockets open and unread. Also finding 8: non-ASCII and oversized tokens are a typed
-    UNAUTHENTICATED with no traceback in the server's log."""
+    UNAUTHENTICATED with no traceback in the server's log; finding 7: receivers other than the session's own
+    address, broadcast ones included, are PERMISSION_DENIED."""
     server = server_factory(make_repository(tmp_path / "repo"), env={
         "TWINFER_AUTH__TOKEN_SECRET": SECRET, "TWINFER_LOGIN_TIMEOUT_S": "1", "TWINFER_CLOSE_GRACE_S": "0.5"})
     pid = server.process.pid
@@ -98,6 +99,11 @@ def test_kicked_sessions_that_never_read_are_gone_within_the_grace(tmp_path, ser
         with Client("127.0.0.1", server.tcp, token=token("alice")) as client:
             x = np.ones((1, 16), np.float32)
             np.testing.assert_allclose(client.infer("tiny", {"INPUT0": x})["OUTPUT0"], tiny_reference(x), rtol=1e-5)
+            for host in ("255.255.255.255", "127.255.255.255", "198.51.100.1"):  # finding 7: not this session's
+                request = game_pb2.OpenStreamRequest(model="tiny", width=8, height=8)
+                request.targets.add(kind="native", host=host, port=9)
+                with pytest.raises(PermissionDenied):
+                    client.open_stream(request)
         for bad in ("v1.n\u00e4ive.t\u00f6ken", "v1." + "a" * 10_000):
             with pytest.raises(Unauthenticated):
                 Client("127.0.0.1", server.tcp, token=bad).close()
