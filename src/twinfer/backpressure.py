@@ -5,6 +5,7 @@ until the buffer drains. Other connections are not affected."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
@@ -18,7 +19,16 @@ class ReadPauser:
     def __init__(self, transport: Any) -> None:
         self._transport = transport
         self.paused = False
+        self.registered = True
+        self.on_resume: Callable[[], None] | None = None  # e.g. handle requests read before the pause
         transport.registerProducer(self, True)
+
+    def unregister(self) -> None:
+        """Let the transport close: with a producer registered, `loseConnection` waits for it forever (a kicked
+        peer that never reads would keep its socket, its session and its buffers)."""
+        if self.registered:
+            self.registered = False
+            self._transport.unregisterProducer()
 
     def pauseProducing(self) -> None:
         if not self.paused:
@@ -29,6 +39,8 @@ class ReadPauser:
         if self.paused:
             self.paused = False
             self._transport.resumeProducing()
+            if self.on_resume is not None:
+                self.on_resume()
 
     def stopProducing(self) -> None:
         self.paused = True

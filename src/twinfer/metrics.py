@@ -33,12 +33,15 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("twinfer_sessions_logged_in", "game-protocol sessions that have logged in"),
     ("twinfer_http_connections", "open KServe HTTP connections"),
     ("twinfer_streams_open", "streams open now"),
+    ("twinfer_stream_partial_frame_bytes", "bytes held in partly reassembled stream frames, all streams (capped by "
+                                           "max_partial_frame_bytes)"),
     ("twinfer_stream_frames_total", "stream frames by event (in, out, skipped, failed); all streams, closed included"),
     ("twinfer_stream_frames_in_total", "complete authentic frames received, per open stream (label stream)"),
     ("twinfer_stream_frames_out_total", "frames whose results were sent, per open stream"),
     ("twinfer_stream_frames_skipped_total", "frames replaced by a newer one before they ran, per open stream"),
     ("twinfer_stream_datagrams_dropped_total", "stream datagrams dropped, by reason (forged, replayed, malformed, "
-                                               "oversized, unknown_stream...)"),
+                                               "oversized, unknown_stream...; partial frames given up: "
+                                               "incomplete, partial_budget, frame_deadline)"),
     ("twinfer_stream_latency_seconds", "frame-in (complete at the server) -> result datagram out, histogram"),
 )
 HELP = dict(METRICS)
@@ -90,6 +93,8 @@ class TwinferCollector:
     def _stream_metrics(self, manager: StreamManager) -> Iterator[Metric]:
         streams = list(manager.streams.values())
         yield GaugeMetricFamily("twinfer_streams_open", HELP["twinfer_streams_open"], value=len(streams))
+        yield GaugeMetricFamily("twinfer_stream_partial_frame_bytes", HELP["twinfer_stream_partial_frame_bytes"],
+                                value=manager.budget.held)
         totals = dict(manager.closed_stats)
         dropped = dict(manager.dropped)
         per_stream = {name: CounterMetricFamily(name.removesuffix("_total"), HELP[name], labels=["stream"]) for name in

@@ -31,10 +31,22 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._expected: int | None = None
         self._flags = 0
+        self._headers = 0
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    @property
+    def receiving_body(self) -> bool:
+        """A frame's header has arrived and its body has not (yet) all arrived: the connection uses it to hold
+        a body to a deadline, so a peer trickling one byte a second cannot keep a buffer alive forever."""
+        return self._expected is not None
+
+    @property
+    def headers_seen(self) -> int:
+        """Headers decoded so far; tells "still the same partial frame" from "a new one"."""
+        return self._headers
 
     def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
         """Add bytes; yield every complete frame they finish, in order."""
@@ -49,6 +61,7 @@ class FrameDecoder:
                     raise FrameTooLarge(f"declared body of {length} bytes exceeds the limit of {self.max_body}")
                 del self._buffer[:HEADER_SIZE]
                 self._expected, self._flags = length, flags
+                self._headers += 1
             if len(self._buffer) < self._expected:
                 return
             body = bytes(self._buffer[: self._expected])

@@ -32,6 +32,7 @@ from twinfer.reuseport import listen_shared
 from twinfer.server.commands import ServerContext, default_registry
 from twinfer.server.connection import ConnectionLimits, GameServerFactory
 from twinfer.server.sessions import SessionRegistry
+from twinfer.security.receivers import ReceiverPolicy
 from twinfer.security.tokens import Authenticator
 from twinfer.streaming.endpoint import StreamEndpoint
 from twinfer.streaming.manager import StreamManager, parse_receiver_spec
@@ -51,6 +52,13 @@ def stream_receivers(settings: Settings) -> list[Target]:
         return [parse_receiver_spec(spec) for spec in settings.stream_receivers]
     except TwinferError as exc:
         raise ConfigError(f"config error: stream_receivers: {exc.message}") from None
+
+
+def receiver_policy(settings: Settings) -> ReceiverPolicy:
+    try:
+        return ReceiverPolicy(settings.stream_receiver_networks)
+    except ValueError as exc:
+        raise ConfigError(f"config error: {exc}") from None
 
 
 class TwinferServer:
@@ -73,7 +81,8 @@ class TwinferServer:
         self.streams = StreamManager(
             self.facade, reactor, ReactorThreads(reactor).run_io, advertised_host(settings),
             settings.stream_heartbeat_timeout_s, settings.max_datagram_bytes, settings.max_streams,
-            stream_receivers(settings),
+            stream_receivers(settings), settings.max_streams_per_session, settings.max_partial_frame_bytes,
+            settings.frame_deadline_s, receiver_policy(settings),
         ) if settings.udp_port >= 0 else None
         self.context = ServerContext(self.facade, self.sessions, Authenticator(settings.auth.token_secret), reactor,
                                      self.streams)
@@ -85,6 +94,8 @@ class TwinferServer:
                 max_in_flight=settings.max_inflight_per_session,
                 idle_timeout_s=settings.idle_timeout_s,
                 login_timeout_s=settings.login_timeout_s,
+                body_timeout_s=settings.body_timeout_s,
+                close_grace_s=settings.close_grace_s,
             ),
         )
         self.metrics_registry = build_registry(self.facade, {

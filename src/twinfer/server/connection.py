@@ -2,7 +2,10 @@
 
 Bad input costs the sender and nobody else: an oversized declared length is refused before any body is buffered
 and closes the connection; a body that does not parse, an unknown message type or a request that fails gets a
-typed Error reply and the connection keeps going; too many requests in flight get OVERLOADED.
+typed Error reply and the connection keeps going; too many requests in flight get OVERLOADED. A peer that stops
+reading stops being read (ReadPauser), and frames already read wait until it reads again. Once a frame's header is
+in, its body must follow within body_timeout_s. A kicked connection is gone within close_grace_s: its goodbye is
+flushed if the peer reads it, else the socket is aborted.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class ConnectionLimits:
     max_in_flight: int = 256
     idle_timeout_s: float = 60.0
     login_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    close_grace_s: float = 2.0
 
 
 class GameConnection(Protocol):
@@ -55,6 +60,9 @@ class GameConnection(Protocol):
         self._last_seen = 0.0
         self._idle_call: IDelayedCall | None = None
         self._login_call: IDelayedCall | None = None
+        self._body_call: IDelayedCall | None = None
+        self._body_header = 0  # which frame (FrameDecoder.headers_seen) the body deadline is for
+        self._abort_call: IDelayedCall | None = None
         self.session: Session | None = None
 
     # --- connection lifecycle ----------------------------------------------------------------------------------
@@ -63,8 +71,10 @@ class GameConnection(Protocol):
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)  # small RPC answers: never wait for Nagle
         self._pauser = ReadPauser(self.transport)
+        self._pauser.on_resume = self._handle_buffered
         peer = self.transport.getPeer()
-        self.session = Session(self, f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}")
+        host = getattr(peer, "host", "")
+        self.session = Session(self, f"{host or '?'}:{getattr(peer, 'port', '?')}", host=host)
         self.factory.context.sessions.add(self.session)
         self._last_seen = self._clock.seconds()
         self._idle_call = self._clock.callLater(self._limits.idle_timeout_s, self._check_idle)
@@ -73,9 +83,7 @@ class GameConnection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closing = True
-        for call in (self._idle_call, self._login_call):
-            if call is not None and call.active():
-                call.cancel()
+        self._cancel_timers(self._abort_call)
         if self.session is not None:
             self.factory.context.sessions.remove(self.session)
             if self.factory.context.streams is not None:
@@ -94,18 +102,50 @@ class GameConnection(Protocol):
         if self.session is not None and not self.session.logged_in:
             self.kick(E.ERROR_CODE_UNAUTHENTICATED, f"no login within {self._limits.login_timeout_s:g} s")
 
+    def _body_late(self) -> None:
+        self._body_call = None
+        self.kick(E.ERROR_CODE_TIMEOUT, f"frame body not received within {self._limits.body_timeout_s:g} s of its "
+                  "header")
+
+    def _cancel_timers(self, *more: IDelayedCall | None) -> None:
+        for call in (self._idle_call, self._login_call, self._body_call, *more):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle_call = self._login_call = self._body_call = None
+
     def kick(self, code: int, reason: str) -> None:
-        """Tell the peer why, then close (after the reason is flushed)."""
+        """Tell the peer why, then close: gracefully if the goodbye flushes, aborted after close_grace_s if not.
+
+        Safe from any timer at any time: a second kick, or a transport already closing or gone (a write that
+        raises), is not an error. The read pauser is unregistered first: a transport with a paused producer
+        never finishes `loseConnection`.
+        """
         if self._closing:
             return
+        self._closing = True
+        self._cancel_timers()
         log.info("closing {peer}: {code} {reason}", peer=self.session.peer if self.session else "?",
                  code=code_name(code), reason=reason)
         message = game_pb2.ServerMessage()
         message.kicked.code = code
         message.kicked.reason = reason
-        self._send(message)
-        self._closing = True
-        self.transport.loseConnection()
+        try:
+            self._pauser.unregister()
+            self._send(message)
+            self.transport.loseConnection()
+        except Exception as exc:  # noqa: BLE001 - the transport is already going; make sure it goes
+            log.debug("kick {peer}: transport already closing ({error!r})", peer=self.session.peer
+                      if self.session else "?", error=exc)
+            self._abort()
+            return
+        self._abort_call = self._clock.callLater(self._limits.close_grace_s, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_call = None
+        try:
+            self.transport.abortConnection()
+        except Exception as exc:  # noqa: BLE001 - nothing left to close
+            log.debug("abort: {error!r}", error=exc)
 
     # --- bytes in ----------------------------------------------------------------------------------------------
 
@@ -113,13 +153,34 @@ class GameConnection(Protocol):
         if self._closing:
             return
         self._last_seen = self._clock.seconds()
+        self._handle(data)
+
+    def _handle_buffered(self) -> None:
+        """Reading resumed: answer the frames read before the pause, then read on."""
+        if not self._closing:
+            self._handle(b"")
+
+    def _handle(self, data: bytes) -> None:
+        decoder = self._decoder
         try:
-            for flags, body in self._decoder.feed(data):
+            for flags, body in decoder.feed(data):
                 self._frame_received(flags, body)
-                if self._closing:
-                    return
+                if self._closing or self._pauser.paused:
+                    break  # the rest stays in the decoder until the peer reads our answers
         except FrameTooLarge as exc:
             self.kick(E.ERROR_CODE_FRAME_TOO_LARGE, exc.message)
+            return
+        if self._closing:
+            return
+        if decoder.receiving_body:
+            if self._body_call is None or self._body_header != decoder.headers_seen:
+                if self._body_call is not None:
+                    self._body_call.cancel()
+                self._body_header = decoder.headers_seen
+                self._body_call = self._clock.callLater(self._limits.body_timeout_s, self._body_late)
+        elif self._body_call is not None:
+            self._body_call.cancel()
+            self._body_call = None
 
     def _frame_received(self, flags: int, body: bytes) -> None:
         message = game_pb2.ClientMessage()

@@ -6,6 +6,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from twisted.internet.interfaces import IDelayedCall
+
 
 class SessionTransport(Protocol):
     """What a session needs of its connection: to be kicked."""
@@ -31,6 +33,13 @@ class Session:
     user: str | None = None
     client_name: str = ""
     in_flight: int = 0
+    host: str = ""  # the TCP peer's IP address: where its stream results may go by default
+    expiry: IDelayedCall | None = None  # the kick when the login token expires
+
+    def cancel_expiry(self) -> None:
+        if self.expiry is not None and self.expiry.active():
+            self.expiry.cancel()
+        self.expiry = None
 
     @property
     def logged_in(self) -> bool:
@@ -56,8 +65,14 @@ class SessionRegistry:
 
     def remove(self, session: Session) -> None:
         self._sessions.discard(session)
+        self.logout(session)
+
+    def logout(self, session: Session) -> None:
+        """The session is no one again (its token expired, or a re-login failed)."""
+        session.cancel_expiry()
         if session.user is not None and self._by_user.get(session.user) is session:
             del self._by_user[session.user]
+        session.user = None
 
     def bind_user(self, session: Session, user: str) -> Session | None:
         """Attach `user` to `session`; returns the session it replaces (the caller kicks it), if any."""

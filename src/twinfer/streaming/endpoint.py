@@ -30,7 +30,9 @@ class StreamEndpoint(DatagramProtocol):
 
     def startProtocol(self) -> None:
         sock = self.transport.socket
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)  # receivers may be a broadcast address
+        # Broadcast only when the operator listed an address that may be one (see twinfer.security.receivers):
+        # without SO_BROADCAST the kernel refuses any broadcast the receiver rule did not foresee.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, int(self.manager.receivers.broadcast_listed))
         _grow_receive_buffer(sock, RECEIVE_BUFFER_BYTES)
         self.manager.attach(self._send, self.transport.getHost().port)
 

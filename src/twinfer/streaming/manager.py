@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -16,15 +17,40 @@ from twisted.logger import Logger
 from twinfer.errors import InvalidInput, ModelNotFound, Overloaded
 from twinfer.inference.facade import InferenceFacade
 from twinfer.protocol import game_pb2
+from twinfer.security.receivers import ReceiverPolicy
 from twinfer.streaming import datagram as dg
 from twinfer.streaming.one_euro import DEFAULT_BETA, DEFAULT_D_CUTOFF, DEFAULT_MIN_CUTOFF, OneEuroFilter
 from twinfer.streaming.outputs import DEFAULT_PORTS, FORMATS
 from twinfer.streaming.preprocess import PIXEL_FORMATS, image_layout
+from twinfer.streaming.reassembly import PartialFrameBudget
 from twinfer.streaming.stream import Address, Stream, Target
 
 log = Logger()
 MAX_TARGETS = 16
 MAX_SIDE = 4096
+MAX_FILTER_PARAMETER = 1000.0  # One Euro cutoffs in Hz (frames come at most a few hundred a second) and beta
+JPEG_OVERHEAD_BYTES = 64 * 1024  # headers and tables on top of the raw pixels: a JPEG is never larger than this
+
+
+def max_frame_bytes(pixel_format: str, width: int, height: int, max_datagram_bytes: int) -> int:
+    """The largest frame a stream can legitimately send: its raw size (JPEG: raw RGB plus headers), and never more
+    than the datagram format can carry. A partial frame may not grow past it."""
+    channels = PIXEL_FORMATS[pixel_format]
+    size = width * height * channels if channels else width * height * 3 + JPEG_OVERHEAD_BYTES
+    return min(size, dg.MAX_FRAGMENTS * (max_datagram_bytes - dg.OVERHEAD))
+
+
+def one_euro_from(request: game_pb2.OpenStreamRequest) -> OneEuroFilter:
+    """The request's One Euro parameters (0 = default); NaN, infinities, negatives and absurd values are
+    InvalidInput, not a filter that turns every output into NaN."""
+    values = {}
+    for name, default in (("min_cutoff", DEFAULT_MIN_CUTOFF), ("beta", DEFAULT_BETA), ("d_cutoff", DEFAULT_D_CUTOFF)):
+        value = getattr(request, name)
+        if not math.isfinite(value) or value < 0 or value > MAX_FILTER_PARAMETER:
+            raise InvalidInput(f"{name} {value!r} outside 0..{MAX_FILTER_PARAMETER:g} (0 = default "
+                               f"{default:g})")
+        values[name] = value or default
+    return OneEuroFilter(values["min_cutoff"], values["beta"], values["d_cutoff"])
 
 
 def parse_receiver_spec(spec: str) -> Target:
@@ -62,6 +88,10 @@ class StreamManager:
         max_datagram_bytes: int = 65000,
         max_streams: int = 1024,
         default_targets: list[Target] | None = None,
+        max_streams_per_session: int = 8,
+        max_partial_frame_bytes: int = 256 * 1024 * 1024,
+        frame_deadline_s: float = 1.0,
+        receivers: ReceiverPolicy | None = None,
     ) -> None:
         self.facade = facade
         self.clock = clock
@@ -71,7 +101,10 @@ class StreamManager:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.max_datagram_bytes = max_datagram_bytes
         self.max_streams = max_streams
-        self.default_targets = list(default_targets or [])  # every stream sends to these too (from config)
+        self.max_streams_per_session = max_streams_per_session
+        self.default_targets = list(default_targets or [])  # every stream sends to these too (from config): trusted
+        self.receivers = receivers if receivers is not None else ReceiverPolicy()
+        self.budget = PartialFrameBudget(max_partial_frame_bytes, frame_deadline_s)  # shared by every stream
         self.streams: dict[int, Stream] = {}
         self.dropped: Counter[str] = Counter()  # datagrams dropped before reaching a stream, by reason
         self.closed_stats: Counter[str] = Counter()  # totals of streams already closed
@@ -94,36 +127,50 @@ class StreamManager:
 
     # --- control (from game-protocol commands) ------------------------------------------------------------------
 
-    def open(self, owner: Any, request: game_pb2.OpenStreamRequest) -> Stream:
+    def open(self, owner: Any, request: game_pb2.OpenStreamRequest, peer_host: str = "") -> Stream:
+        """A new stream for `owner` (a session connected from `peer_host`, which bounds where results may go)."""
         if len(self.streams) >= self.max_streams:
             raise Overloaded(f"{self.max_streams} streams open; close one first")
+        owned = sum(1 for s in self.streams.values() if s.owner is owner)
+        if owned >= self.max_streams_per_session:
+            raise Overloaded(f"this session has {owned} streams open (max_streams_per_session); close one first")
         pixel_format = request.pixel_format or "GRAY8"
         if pixel_format not in PIXEL_FORMATS:
             raise InvalidInput(f"pixel_format {pixel_format!r}; expected one of {', '.join(PIXEL_FORMATS)}")
         if not (1 <= request.width <= MAX_SIDE and 1 <= request.height <= MAX_SIDE):
             raise InvalidInput(f"frame size {request.width}x{request.height} outside 1..{MAX_SIDE}")
+        smoothing = one_euro_from(request) if request.smoothing else None
+        requested = [parse_target(t) for t in request.targets]
+        for target in requested:
+            self.receivers.check(target.host, peer_host)
+        targets = [*self.default_targets, *requested]
+        if len(targets) > MAX_TARGETS:
+            raise InvalidInput(f"at most {MAX_TARGETS} targets per stream")
         version = self.facade.resolve(request.model, request.version or None)
         config = version.config
         layout = image_layout(config)
         output = config.outputs[0]
         labels = output.labels or tuple(f"{output.name}_{i}" for i in range(max(output.dims[-1], 0) if output.dims
                                                                              else 0))
-        targets = [*self.default_targets, *(parse_target(t) for t in request.targets)]
-        if len(targets) > MAX_TARGETS:
-            raise InvalidInput(f"at most {MAX_TARGETS} targets per stream")
-        smoothing = None
-        if request.smoothing:
-            smoothing = OneEuroFilter(request.min_cutoff or DEFAULT_MIN_CUTOFF, request.beta or DEFAULT_BETA,
-                                      request.d_cutoff or DEFAULT_D_CUTOFF)
         stream = Stream(next(self._ids), owner, config.name, request.version or None, pixel_format, request.width,
                         request.height, layout, config.batching, output.name, tuple(labels), smoothing, self.facade,
-                        self._run_blocking, self._send, self.clock.seconds())
+                        self._run_blocking, self._send, self.clock.seconds(),
+                        max_frame_bytes=max_frame_bytes(pixel_format, request.width, request.height,
+                                                        self.max_datagram_bytes),
+                        budget=self.budget)
         for target in targets:
             stream.add_target(target)
         self.streams[stream.id] = stream
         log.info("stream {id} opened: model {model} {w}x{h} {fmt}, {n} receivers", id=stream.id, model=config.name,
                  w=request.width, h=request.height, fmt=pixel_format, n=len(stream.targets))
         return stream
+
+    def subscribe(self, stream: Stream, target: Target, peer_host: str) -> None:
+        """Add a receiver a client asked for: allowed networks only, at most MAX_TARGETS."""
+        self.receivers.check(target.host, peer_host)
+        if target not in stream.targets and len(stream.targets) >= MAX_TARGETS:
+            raise InvalidInput(f"at most {MAX_TARGETS} targets per stream")
+        stream.add_target(target)
 
     def get(self, stream_id: int, owner: Any) -> Stream:
         stream = self.streams.get(stream_id)
@@ -136,6 +183,7 @@ class StreamManager:
         if stream is None:
             return
         stream.closed = True
+        stream.assembler.close()
         s = stream.stats
         for key, value in (("frames_in", s.frames_in), ("frames_out", s.frames_out),
                            ("frames_skipped", s.frames_skipped), ("frames_failed", s.frames_failed)):
@@ -151,6 +199,7 @@ class StreamManager:
 
     def reap(self) -> None:
         now = self.clock.seconds()
+        self.budget.expire(now)
         for stream in [s for s in self.streams.values() if now - s.last_heard > self.heartbeat_timeout_s]:
             log.info("stream {id}: silent for {s:.1f} s, closing", id=stream.id, s=now - stream.last_heard)
             self.close(stream.id)

@@ -19,7 +19,7 @@ from twinfer.streaming.datagram import KIND_HEARTBEAT, Datagram, Signer
 from twinfer.streaming.one_euro import OneEuroFilter
 from twinfer.streaming.outputs import FORMATS, FrameResult, OutputFormat
 from twinfer.streaming.preprocess import ImageLayout, preprocess
-from twinfer.streaming.reassembly import FrameAssembler
+from twinfer.streaming.reassembly import FrameAssembler, PartialFrameBudget
 from twinfer.streaming.stats import StreamStats
 
 log = Logger()
@@ -61,6 +61,8 @@ class Stream:
         run_blocking: Callable[..., Any],
         send: Callable[[bytes, Address], None],
         now: float,
+        max_frame_bytes: int = 16 * 1024 * 1024,
+        budget: PartialFrameBudget | None = None,
     ) -> None:
         self.id = stream_id
         self.owner = owner
@@ -74,8 +76,8 @@ class Stream:
         self._facade = facade
         self._run_blocking = run_blocking
         self._send = send
-        self.assembler = FrameAssembler(max_frame_bytes=width * height * 3 + 1)
         self.stats = StreamStats()
+        self.assembler = FrameAssembler(max_frame_bytes=max_frame_bytes, budget=budget, dropped=self.stats.dropped)
         self.targets: dict[Target, OutputFormat] = {}
         self.last_heard = now
         self.closed = False
@@ -96,10 +98,10 @@ class Stream:
     def datagram(self, d: Datagram, now: float) -> None:
         """An authentic datagram (tag checked); raises DatagramError for replays and malformed fragments."""
         if d.kind == KIND_HEARTBEAT:
-            self.assembler.heartbeat(d)
+            self.assembler.heartbeat(d, now)
             self.last_heard = now
             return
-        done = self.assembler.add(d)
+        done = self.assembler.add(d, now)
         self.last_heard = now
         if done is None:
             return

@@ -6,7 +6,7 @@ from twinfer.errors import InvalidInput
 from twinfer.protocol import game_pb2
 from twinfer.server.commands.base import Command, Reply
 from twinfer.server.sessions import Session
-from twinfer.streaming.manager import MAX_TARGETS, parse_target
+from twinfer.streaming.manager import parse_target
 
 
 class OpenStreamCommand(Command):
@@ -16,7 +16,7 @@ class OpenStreamCommand(Command):
 
     def execute(self, session: Session, message: game_pb2.ClientMessage, reply: Reply) -> Reply:
         manager = self.context.stream_manager()
-        stream = manager.open(session, message.open_stream)
+        stream = manager.open(session, message.open_stream, session.host)
         out = reply.open_stream
         out.stream_id = stream.id
         out.udp_host = manager.advertised_host
@@ -40,16 +40,14 @@ class CloseStreamCommand(Command):
 
 
 class SubscribeCommand(Command):
-    """Adds a receiver to a running stream (the next frame goes to it too)."""
+    """Adds a receiver to a running stream (the next frame goes to it too), if the receiver rule allows it."""
 
     message_type = "subscribe"
 
     def execute(self, session: Session, message: game_pb2.ClientMessage, reply: Reply) -> Reply:
-        stream = self.context.stream_manager().get(message.subscribe.stream_id, session)
-        target = parse_target(message.subscribe.target)
-        if target not in stream.targets and len(stream.targets) >= MAX_TARGETS:
-            raise InvalidInput(f"at most {MAX_TARGETS} targets per stream")
-        stream.add_target(target)
+        manager = self.context.stream_manager()
+        stream = manager.get(message.subscribe.stream_id, session)
+        manager.subscribe(stream, parse_target(message.subscribe.target), session.host)
         reply.stream_ack.stream_id = stream.id
         reply.stream_ack.targets = len(stream.targets)
         return reply
