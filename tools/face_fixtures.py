@@ -71,7 +71,7 @@ def variants() -> list[Variant]:
     out = [Variant("neutral", ident, (512, 512))]
     for angle in (-30, -20, -10, 10, 20, 30):
         out.append(Variant(f"roll_{angle:+d}", rotation_about(FACE_CENTRE, angle), (512, 512), angle_deg=angle))
-    mirror = np.array([[-1.0, 0, 511], [0, 1.0, 0]])
+    mirror = np.array([[-1.0, 0, 512], [0, 1.0, 0]])  # continuous coordinates: pixel i spans [i, i + 1)
     out.append(Variant("mirror", mirror, (512, 512), mirrored=True))
     turned = to3x3(mirror) @ to3x3(rotation_about(FACE_CENTRE, 20))
     out.append(Variant("mirror_roll_+20", turned[:2], (512, 512), angle_deg=-20, mirrored=True))

@@ -38,7 +38,23 @@ SIDES = {
                  cheek_low=425, nose_wing=(358, 279), upper_side=270, lower_side=321, upper_outer=267,
                  upper_inner=312, lower_inner=317, lower_outer=314),
 }
+CORNER_JAW_FOLLOW = 0.4   # share of the inner lips' opening the mouth corners travel with the jaw
 NOSE_BASE, UPPER_LIP, UPPER_INNER, LOWER_INNER, LOWER_LIP, CHIN = 2, 0, 13, 14, 17, 152
+INNER_BROWS = (107, 336, 55, 285)
+CHEEKS_LOW = (205, 425)
+
+
+def _flat(values) -> set[int]:
+    out: set[int] = set()
+    for v in values:
+        out |= _flat(v) if isinstance(v, tuple) else {v}
+    return out
+
+
+# every mesh point a measure reads (all have mirror partners, so mirrored faces measure alike)
+MEASURED_POINTS: frozenset[int] = frozenset(
+    _flat(tuple(tuple(s.values()) for s in SIDES.values()))
+    | {NOSE_BASE, UPPER_LIP, UPPER_INNER, LOWER_INNER, LOWER_LIP, CHIN, *INNER_BROWS, *CHEEKS_LOW})
 
 
 def _eye_measures(h: np.ndarray, eye: tuple) -> tuple[float, float]:
@@ -53,7 +69,8 @@ def _eye_measures(h: np.ndarray, eye: tuple) -> tuple[float, float]:
 def measures(h: np.ndarray) -> dict[str, float]:
     """The geometric measures the shapes read, from (468, 3) head-frame metres."""
     m: dict[str, float] = {}
-    mid_y = (h[UPPER_INNER, 1] + h[LOWER_INNER, 1]) / 2
+    # the corners' reference height follows the jaw part of the way, as real mouth corners do when the jaw opens
+    mouth_ref_y = h[UPPER_INNER, 1] - CORNER_JAW_FOLLOW * (h[UPPER_INNER, 1] - h[LOWER_INNER, 1])
     mid_x = (h[UPPER_LIP, 0] + h[LOWER_LIP, 0]) / 2
     m["jaw_drop"] = float(h[NOSE_BASE, 1] - h[CHIN, 1])
     m["jaw_side"] = float(h[CHIN, 0])
@@ -66,14 +83,13 @@ def measures(h: np.ndarray) -> dict[str, float]:
     m["upper_lip_to_nose"] = float(h[NOSE_BASE, 1] - h[UPPER_LIP, 1])
     m["lower_lip_to_chin"] = float(h[LOWER_LIP, 1] - h[CHIN, 1])
     m["lips_forward"] = float((h[UPPER_LIP, 2] + h[LOWER_LIP, 2]) / 2)
-    m["cheek_width"] = float(h[425, 0] - h[205, 0])
-    inner_brow = [107, 336, 55, 285]
+    m["cheek_width"] = float(h[CHEEKS_LOW[1], 0] - h[CHEEKS_LOW[0], 0])
     eyes_y = (h[RIGHT_EYE[0], 1] + h[RIGHT_EYE[1], 1] + h[LEFT_EYE[0], 1] + h[LEFT_EYE[1], 1]) / 4
-    m["brow_inner"] = float(np.mean(h[inner_brow, 1]) - eyes_y)
+    m["brow_inner"] = float(np.mean(h[list(INNER_BROWS), 1]) - eyes_y)
     for side, s in SIDES.items():
         eye_y = (h[s["eye"][0], 1] + h[s["eye"][1], 1]) / 2
         m[f"eye_open{side}"], m[f"eye_lower{side}"] = _eye_measures(h, s["eye"])
-        m[f"corner_up{side}"] = float(h[s["corner"], 1] - mid_y)
+        m[f"corner_up{side}"] = float(h[s["corner"], 1] - mouth_ref_y)
         m[f"corner_out{side}"] = float(abs(h[s["corner"], 0] - mid_x))
         m[f"corner_depth{side}"] = float(h[s["corner"], 2])
         m[f"brow{side}"] = float(np.mean(h[list(s["brow"]), 1]) - eye_y)
@@ -106,7 +122,7 @@ RANGES: dict[str, tuple[str, float, float]] = {
     "jawForward": ("jaw_forward", -0.0188, -0.0088),
     "mouthLeft": ("mouth_side", 0.0, 0.012),
     "mouthRight": ("mouth_side", 0.0, -0.012),
-    **_sided("mouthSmile", "corner_up", 0.0, 0.012),     # rest: corners level with the lips' middle (portrait +7.8 mm)
+    **_sided("mouthSmile", "corner_up", 0.0, 0.012),     # rest: corners level with the reference (portrait: +6.5 mm)
     **_sided("mouthFrown", "corner_up", 0.0, -0.010),
     **_sided("mouthStretch", "corner_out", 0.0311, 0.0431),
     **_sided("mouthDimple", "corner_depth", -0.0157, -0.0237),
