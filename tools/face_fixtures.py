@@ -15,6 +15,9 @@ the face in every frame, as a tracker that follows the face's box would take, so
 rotated face. Landmarks and iris points are mapped back to the frame's pixels (z scaled like x), the units
 `FaceSolver.solve` takes.
 
+`cat` is scikit-image's `chelsea` (a cat: a non-face) through the same landmark model, with the model's own
+presence score, so the solver's face-lost path is tested on a real non-face mesh.
+
 The canonical face is the neutral fixture itself, turned into its own frame (x from the right outer eye corner to
 the left one, y up, z towards the camera), scaled to metres by an adult's outer eye-corner distance (90 mm) and made
 left/right symmetric by averaging every point with its mirror partner; so it is frontal by construction (yaw = roll
@@ -41,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "data" / "faces"
 FACE_CENTRE = (222.0, 122.0)    # astronaut.png pixels, between the eyes and the mouth
 CROP_SIDE = 190.0               # the face crop's side in astronaut pixels (about 1.5 x the face's height)
+CAT_CENTRE, CAT_CROP_SIDE = (225.0, 150.0), 250.0   # chelsea.png: the cat's face
 EYE_ROI_SCALE = 2.3             # MediaPipe's iris ROI: 2.3 x the eye-corner distance, square, along the corners
 TRACKING_PASSES = 3             # landmark passes per variant, the crop turned by the previous pass's eye line
 OUTER_CANTHAL_M = 0.090         # adult outer eye-corner distance, metres
@@ -122,14 +126,14 @@ class Models:
         return outs[213].reshape(71, 3), outs[15].reshape(5, 3)
 
 
-def astronaut(wheels: Path) -> Image.Image:
+def skimage_picture(name: str, wheels: Path) -> Image.Image:
     try:
         from skimage import data
 
-        return Image.fromarray(data.astronaut())
+        return Image.fromarray(getattr(data, name)())
     except ImportError:
         wheel = next(wheels.glob("scikit_image-*.whl"))
-        with zipfile.ZipFile(wheel) as zf, zf.open("skimage/data/astronaut.png") as f:
+        with zipfile.ZipFile(wheel) as zf, zf.open(f"skimage/data/{name}.png") as f:
             return Image.open(f).convert("RGB")
 
 
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preview", type=Path, help="also write crops with the landmarks drawn, to check by eye")
     args = ap.parse_args(argv)
     models = Models(args.wheels)
-    image = astronaut(args.wheels)
+    image = skimage_picture("astronaut", args.wheels)
     FIXTURES.mkdir(parents=True, exist_ok=True)
     meta = {}
     for v in variants():
@@ -223,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{v.name:>14}: score {score:.3f}")
         if args.preview:
             preview(image, v, mesh, iris, args.preview)
+    # a non-face: the landmark model still returns a mesh for a cat's face, with its own low presence score
+    cat = skimage_picture("chelsea", args.wheels)
+    mesh_crop, score = models.face(sample(cat, square_roi(np.array(CAT_CENTRE), CAT_CROP_SIDE, 0.0, 192), 192))
+    np.save(FIXTURES / "cat_landmarks.npy",
+            apply(square_roi(np.array(CAT_CENTRE), CAT_CROP_SIDE, 0.0, 192), mesh_crop).astype(np.float32))
+    meta["cat"] = {"frame_size": list(cat.size), "non_face": True, "score": round(score, 4)}
+    print(f"{'cat':>14}: score {score:.3f}")
     (FIXTURES / "fixtures.json").write_text(json.dumps(meta, indent=1) + "\n")
     CANONICAL.parent.mkdir(parents=True, exist_ok=True)
     np.save(CANONICAL, canonical_from(np.load(FIXTURES / "neutral_landmarks.npy")))
