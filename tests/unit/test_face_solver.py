@@ -220,6 +220,13 @@ def test_a_rolled_portrait_reads_the_same_expression(name: str) -> None:
     assert np.max(np.abs(turned.blendshapes - base.blendshapes)) < 0.2
 
 
+def test_the_readme_lists_the_unobserved_shapes() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Real faces:")[1].split("\n## ")[0]
+    listed = section.split("**Not observed, always 0**:")[1].split("(")[0]
+    assert {n.strip(" `,") for n in listed.split(",")} == set(UNOBSERVED)
+
+
 def test_the_portrait_reads_as_a_smile_with_open_eyes() -> None:
     r = solve(*fixture("neutral")[:2])
     assert shape(r, "mouthSmileLeft") > 0.4 and shape(r, "mouthSmileRight") > 0.4
