@@ -58,12 +58,14 @@ MEASURED_POINTS: frozenset[int] = frozenset(
 
 
 def _eye_measures(h: np.ndarray, eye: tuple) -> tuple[float, float]:
+    """(upper lid above, lower lid below) the corners' line, per eye width: blinking moves the upper lid, squinting
+    the lower one, so each shape reads its own lid."""
     inner, outer, lids = eye
     width = float(np.linalg.norm(h[outer] - h[inner]))
-    opening = float(np.mean([h[u, 1] - h[lo, 1] for u, lo in lids])) / width
     corner_y = (h[inner, 1] + h[outer, 1]) / 2
+    upper = float(np.mean([h[u, 1] for u, _ in lids]) - corner_y) / width
     lower = float(corner_y - np.mean([h[lo, 1] for _, lo in lids])) / width
-    return opening, lower
+    return upper, lower
 
 
 def measures(h: np.ndarray) -> dict[str, float]:
@@ -81,14 +83,13 @@ def measures(h: np.ndarray) -> dict[str, float]:
     m["upper_lip_height"] = float(h[UPPER_LIP, 1] - h[UPPER_INNER, 1])
     m["lower_lip_height"] = float(h[LOWER_INNER, 1] - h[LOWER_LIP, 1])
     m["upper_lip_to_nose"] = float(h[NOSE_BASE, 1] - h[UPPER_LIP, 1])
-    m["lower_lip_to_chin"] = float(h[LOWER_LIP, 1] - h[CHIN, 1])
-    m["lips_forward"] = float((h[UPPER_LIP, 2] + h[LOWER_LIP, 2]) / 2)
+    m["lower_lip_to_chin"] = float(h[LOWER_INNER, 1] - h[CHIN, 1])   # the inner edge: rolling does not move it
     m["cheek_width"] = float(h[CHEEKS_LOW[1], 0] - h[CHEEKS_LOW[0], 0])
     eyes_y = (h[RIGHT_EYE[0], 1] + h[RIGHT_EYE[1], 1] + h[LEFT_EYE[0], 1] + h[LEFT_EYE[1], 1]) / 4
     m["brow_inner"] = float(np.mean(h[list(INNER_BROWS), 1]) - eyes_y)
     for side, s in SIDES.items():
         eye_y = (h[s["eye"][0], 1] + h[s["eye"][1], 1]) / 2
-        m[f"eye_open{side}"], m[f"eye_lower{side}"] = _eye_measures(h, s["eye"])
+        m[f"eye_upper{side}"], m[f"eye_lower{side}"] = _eye_measures(h, s["eye"])
         m[f"corner_up{side}"] = float(h[s["corner"], 1] - mouth_ref_y)
         m[f"corner_out{side}"] = float(abs(h[s["corner"], 0] - mid_x))
         m[f"corner_depth{side}"] = float(h[s["corner"], 2])
@@ -113,9 +114,9 @@ JAW_REST_M = 0.0577        # canonical 0.0627 less 5 mm: the portrait's open-lip
 NARROW_MOUTH_M = 0.0435    # 0.7 x the canonical mouth width (0.0622): a full pucker or funnel
 LIPS_APART_M = 0.012       # inner-lip gap at which the mouth counts as open (funnel rather than pucker)
 RANGES: dict[str, tuple[str, float, float]] = {
-    **_sided("eyeBlink", "eye_open", 0.310, 0.060),
-    **_sided("eyeWide", "eye_open", 0.310, 0.420),
-    **_sided("eyeSquint", "eye_lower", 0.101, 0.040),
+    **_sided("eyeBlink", "eye_upper", 0.2085, -0.060),   # closed: the upper lid down on the lower one
+    **_sided("eyeWide", "eye_upper", 0.2085, 0.320),
+    **_sided("eyeSquint", "eye_lower", 0.1015, 0.040),
     "jawOpen": ("jaw_drop", JAW_REST_M, JAW_REST_M + 0.030),
     "jawLeft": ("jaw_side", 0.0, 0.012),
     "jawRight": ("jaw_side", 0.0, -0.012),
@@ -129,9 +130,9 @@ RANGES: dict[str, tuple[str, float, float]] = {
     "mouthRollUpper": ("upper_lip_height", 0.0035, 0.0010),
     "mouthRollLower": ("lower_lip_height", 0.0081, 0.0025),
     "mouthShrugUpper": ("upper_lip_to_nose", 0.0084, 0.0024),
-    "mouthShrugLower": ("lower_lip_to_chin", 0.0296, 0.0376),
+    "mouthShrugLower": ("lower_lip_to_chin", 0.0377, 0.0457),
     **_sided("mouthPress", "lip_press", 0.0116, 0.0060),
-    **_sided("mouthUpperUp", "upper_side", 0.0081, 0.0021),
+    **_sided("mouthUpperUp", "upper_side", 0.0080, 0.0020),
     **_sided("mouthLowerDown", "lower_side", 0.0400, 0.0320),
     **_sided("browDown", "brow", 0.0231, 0.0151),
     "browInnerUp": ("brow_inner", 0.0174, 0.0274),
