@@ -10,18 +10,20 @@ This script (not twinfer) uses `ai-edge-litert`; twinfer's solver reads only the
 
 The portrait is scikit-image's `astronaut` (a real photo, the face at about x 170-275, y 60-185). Each variant is an
 affine map of the portrait into a camera frame (identity, in-plane rotations about the face centre, a mirror, a
-smaller face shifted into a 640x480 frame and a larger one); the face crop is the same axis-aligned square around
-the face in every frame, as a tracker that follows the face's box would take, so a rotation reaches the model as a
-rotated face. Landmarks and iris points are mapped back to the frame's pixels (z scaled like x), the units
-`FaceSolver.solve` takes.
+smaller face shifted into a 640x480 frame and a larger one). The face crop is a square around the face, turned
+by the eye line of the previous pass (3 passes), as a tracker does frame to frame: the landmark model needs an
+upright face (shown the face turned by +/-30 degrees in an upright crop, its eye line turns only 16-18 degrees).
+Landmarks and iris points are mapped back to the frame's pixels (z scaled like x), the units `FaceSolver.solve`
+takes.
 
 `cat` is scikit-image's `chelsea` (a cat: a non-face) through the same landmark model, with the model's own
 presence score, so the solver's face-lost path is tested on a real non-face mesh.
 
-The canonical face is the neutral fixture itself, turned into its own frame (x from the right outer eye corner to
-the left one, y up, z towards the camera), scaled to metres by an adult's outer eye-corner distance (90 mm) and made
-left/right symmetric by averaging every point with its mirror partner; so it is frontal by construction (yaw = roll
-= 0 is the symmetric pose) and needs no third-party mesh.
+The canonical face is the neutral fixture itself, in metres (scaled by an adult's outer eye-corner distance,
+90 mm), turned about y and z until its left/right point pairs (`twinfer.faces.mesh`) mirror best, then made
+symmetric by averaging each recorded pair (other points keep the portrait's); so yaw = roll = 0 is its symmetric
+pose, and pitch = 0 is the portrait's own (its subject faces the camera). The mediapipe wheel ships no face-geometry data (canonical_face_model.obj, the
+Procrustes weights), so none is copied: the solver needs no third-party mesh.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Head pose from the 3D face mesh: a weighted similarity fit (Umeyama's Kabsch with scale) of the canonical face to
-the frame's landmarks, on the points that move with the skull only (`mesh.STABLE_POINTS`).
+"""Head pose from the 3D face mesh: a similarity fit (Umeyama's Kabsch with scale) of the canonical face to the
+frame's landmarks, on the points that move with the skull only (`mesh.STABLE_POINTS`), equally weighted (the
+mediapipe wheel ships no geometry-pipeline weights; the canonical face is made from the astronaut fixture, see
+tools/face_fixtures.py).
 
 Input landmarks are MediaPipe's: frame pixels, x right, y down, z relative depth (smaller = closer) in the same
 units as x. They are read as a weak-perspective (scaled orthographic) view, which is what the landmark model's
