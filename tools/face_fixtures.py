@@ -22,8 +22,9 @@ presence score, so the solver's face-lost path is tested on a real non-face mesh
 The canonical face is the neutral fixture itself, in metres (scaled by an adult's outer eye-corner distance,
 90 mm), turned about y and z until its left/right point pairs (`twinfer.faces.mesh`) mirror best, then made
 symmetric by averaging each recorded pair (other points keep the portrait's); so yaw = roll = 0 is its symmetric
-pose, and pitch = 0 is the portrait's own (its subject faces the camera). The mediapipe wheel ships no face-geometry data (canonical_face_model.obj, the
-Procrustes weights), so none is copied: the solver needs no third-party mesh.
+pose, and pitch = 0 is the portrait's own (its subject faces the camera). The mediapipe wheel ships no
+face-geometry data (canonical_face_model.obj, the Procrustes weights), so none is copied: the solver needs no
+third-party mesh.
 """
 
 from __future__ import annotations
