@@ -512,6 +512,18 @@ def test_a_cat_is_not_a_face() -> None:
     assert FaceSolver().solve(cat, None, score, frame, 0.0).blendshapes.max() == 0.0
 
 
+def test_a_mesh_that_is_not_face_shaped_is_lost_whatever_its_score() -> None:
+    lm, _, _ = fixture("neutral")
+    left_handed = lm.copy()
+    left_handed[:, 0] = FRAME[0] - left_handed[:, 0]  # mirrored without swapping the point labels
+    garbage = (np.random.default_rng(1).random((468, 3)) * 512).astype(np.float32)
+    cat = np.load(DATA / "cat_landmarks.npy")
+    for points, frame in ((left_handed, FRAME), (garbage, FRAME), (cat, tuple(META["cat"]["frame_size"]))):
+        assert not FaceSolver().solve(points, None, 1.0, frame, 0.0).tracked
+    for name in FACES:
+        assert FaceSolver().solve(*fixture(name)[:2], 1.0, fixture(name)[2], 0.0).tracked, name
+
+
 def test_tracking_resumes_after_a_loss() -> None:
     lm, iris, _ = fixture("neutral")
     solver = FaceSolver()

@@ -45,6 +45,7 @@ class HeadPose:
     scale: float                # pixels per metre of the canonical face
     origin: np.ndarray          # (3,) the canonical origin in the frame, pixels, face axes (y up, z out)
     translation: np.ndarray     # (3,) metres, camera frame (x right, y up, z towards the camera: in front is z < 0)
+    fit_residual_m: float       # RMS distance of the fitted points from the canonical face, metres
 
     @property
     def angles(self) -> np.ndarray:
@@ -105,4 +106,6 @@ def estimate_head_pose(landmarks_px: np.ndarray, frame_size: tuple[int, int],
     width, height = frame_size
     focal_px = (width / 2) / math.tan(hfov_rad / 2)
     translation = np.array([(origin[0] - width / 2) / scale, (origin[1] + height / 2) / scale, -focal_px / scale])
-    return HeadPose(rot, scale, origin, translation)
+    fitted = (dst - origin) @ rot / scale
+    residual = float(np.sqrt(np.mean(np.sum((fitted - canonical_face()[idx]) ** 2, axis=1))))
+    return HeadPose(rot, scale, origin, translation, residual)
