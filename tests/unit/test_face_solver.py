@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from twinfer.arkit import ARKIT_BLENDSHAPES
-from twinfer.faces.blendshapes import INDEX, MEASURED_POINTS, UNOBSERVED
+from twinfer.faces.blendshapes import (INDEX, MEASURED_POINTS, MOUTH_WIDTH_REST_M, RANGES,
+                                      RESTS_NOT_FROM_THE_CANONICAL_FACE, UNOBSERVED, measures)
 from twinfer.faces.head_pose import (IMAGE_TO_FACE_AXES, angles_to_rotation, canonical_face, estimate_head_pose,
                                      rotation_to_angles)
 from twinfer.faces.gaze import IRIS_ROTATION_RADIUS_M, eyeball_centre
@@ -221,6 +222,15 @@ def test_a_rolled_portrait_reads_the_same_expression(name: str) -> None:
     """Real model output on the turned photo (measured: max 0.17, on eyeLookDown at -30 degrees)."""
     base, turned = solve(*fixture("neutral")[:2]), solve(*fixture(name)[:2])
     assert np.max(np.abs(turned.blendshapes - base.blendshapes)) < 0.2
+
+
+def test_the_rests_are_the_canonical_faces_measures() -> None:
+    m = measures(canonical_face())
+    for name, (measure, rest, extreme) in RANGES.items():
+        if name not in RESTS_NOT_FROM_THE_CANONICAL_FACE:
+            assert m[measure] == pytest.approx(rest, abs=1e-4), name
+        assert abs(extreme - rest) > 1e-3, name
+    assert m["mouth_width"] == pytest.approx(MOUTH_WIDTH_REST_M, abs=1e-4)
 
 
 def test_the_readme_lists_the_unobserved_shapes() -> None:

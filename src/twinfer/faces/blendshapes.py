@@ -5,7 +5,8 @@ measure here is in metres of the canonical face and neither head motion nor dist
 shape is one geometric measure (`measures`) mapped through a range: `clip((m - rest) / (extreme - rest), 0, 1)`,
 rest -> 0 and extreme -> 1 (`RANGES`). `rest` is the measure on the canonical (neutral) face unless noted; the
 extremes are the travel of a strong expression (a few millimetres for lips and brows, ~3 cm for the jaw). The
-canonical face is a real portrait with a slight smile, so raw values start near 0 rather than exactly at it;
+canonical face is a real portrait smiling with parted lips, so the smile's and the jaw's rests are set for a
+closed, relaxed mouth instead (noted below) and the portrait reads its smile (~0.55) and a little jawOpen (~0.17);
 calibration (`calibration.py`) takes each user's own neutral face.
 
 Left and Right are the person's own (ARKit): mouthSmileLeft is the corner on the image's right for a face seen
@@ -31,11 +32,11 @@ LOOK_DOWN_RAD = np.radians(25.0)
 
 # Person's right (image left) and left (image right) points per feature.
 SIDES = {
-    "Right": dict(eye=RIGHT_EYE, corner=61, brow=(107, 66, 105), brow_outer=(70, 46), cheek=50, cheek_low=205,
+    "Right": dict(eye=RIGHT_EYE, corner=61, brow=(107, 66, 105), brow_outer=(70, 46), cheek=50,
                   nose_wing=(129, 49), upper_side=40, lower_side=91, upper_outer=37, upper_inner=82,
                   lower_inner=87, lower_outer=84),
     "Left": dict(eye=LEFT_EYE, corner=291, brow=(336, 296, 334), brow_outer=(300, 276), cheek=280,
-                 cheek_low=425, nose_wing=(358, 279), upper_side=270, lower_side=321, upper_outer=267,
+                 nose_wing=(358, 279), upper_side=270, lower_side=321, upper_outer=267,
                  upper_inner=312, lower_inner=317, lower_outer=314),
 }
 CORNER_JAW_FOLLOW = 0.4   # share of the inner lips' opening the mouth corners travel with the jaw
@@ -105,13 +106,17 @@ def measures(h: np.ndarray) -> dict[str, float]:
 
 
 # shape -> (measure, rest, extreme), metres unless a ratio (eye measures: per eye width). Mirrored shapes share
-# constants (the canonical face is symmetric). rest = the canonical face's measure except where noted.
+# constants (the canonical face is symmetric). rest = the canonical face's measure (a test holds them to it) except
+# jawOpen, mouthSmile and mouthFrown, whose rests are a closed relaxed mouth.
+RESTS_NOT_FROM_THE_CANONICAL_FACE = ("jawOpen", "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft",
+                                     "mouthFrownRight")
 def _sided(shape: str, measure: str, rest: float, extreme: float) -> dict[str, tuple[str, float, float]]:
     return {f"{shape}{side}": (f"{measure}{side}", rest, extreme) for side in ("Left", "Right")}
 
 
 JAW_REST_M = 0.0577        # canonical 0.0627 less 5 mm: the portrait's open-lipped smile drops the jaw a little
-NARROW_MOUTH_M = 0.0435    # 0.7 x the canonical mouth width (0.0622): a full pucker or funnel
+MOUTH_WIDTH_REST_M = 0.0622
+NARROW_MOUTH_M = 0.0435    # 0.7 x the canonical mouth width: a full pucker or funnel
 LIPS_APART_M = 0.012       # inner-lip gap at which the mouth counts as open (funnel rather than pucker)
 RANGES: dict[str, tuple[str, float, float]] = {
     **_sided("eyeBlink", "eye_upper", 0.2085, -0.060),   # closed: the upper lid down on the lower one
@@ -160,7 +165,7 @@ def solve_blendshapes(face_points_m: np.ndarray, left_gaze: np.ndarray, right_ga
     for shape, (measure, rest, extreme) in RANGES.items():
         out[INDEX[shape]] = ramp(m[measure], rest, extreme)
     lips_apart = ramp(m["lip_gap"], 0.0, LIPS_APART_M)
-    narrow = ramp(m["mouth_width"], 0.0622, NARROW_MOUTH_M)
+    narrow = ramp(m["mouth_width"], MOUTH_WIDTH_REST_M, NARROW_MOUTH_M)
     out[INDEX["mouthClose"]] = max(0.0, out[INDEX["jawOpen"]] - lips_apart)
     out[INDEX["mouthFunnel"]] = narrow * lips_apart
     out[INDEX["mouthPucker"]] = narrow * (1.0 - lips_apart)
