@@ -56,7 +56,8 @@ class FaceSolver:
               frame_size: tuple[int, int], timestamp_s: float, include_landmarks: bool = False) -> FaceReading:
         """One frame. `landmarks` (468, 3): the face-mesh model's output mapped to the frame's pixels (x right,
         y down, z in x's units, smaller = closer); `iris` (2, 5, 3) in the same units, [0] the person's left eye
-        (mesh corners 362/263), [1] the right (33/133), centre first, or None; `score` the face-present
+        (mesh corners 362/263; MediaPipe's graphs call it the "right" eye, by image side), [1] the person's right
+        (33/133), each the iris model's 5 points with the centre first, or None; `score` the face-present
         probability (0..1, after the sigmoid); `frame_size` (width, height). Below the score threshold, or with
         landmarks that cannot be a face (non-finite, or too far from a face's shape), the frame is lost: values
         ease to neutral and none come from it."""
