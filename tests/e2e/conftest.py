@@ -46,7 +46,19 @@ class RunningServer:
         return self.process.wait(timeout)
 
 
-def start_server(tmp_path: Path, repository: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
+def _address_space_limit(limit: int):
+    """A preexec_fn: the server process may map at most `limit` bytes, so a test of a memory bound cannot take
+    the machine down when the bound is broken (the server gets MemoryError instead)."""
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def start_server(tmp_path: Path, repository: Path, *args: str, env: dict[str, str] | None = None,
+                 max_address_space: int | None = None) -> RunningServer:
     """Start a server and wait (with a deadline, no sleeps racing it) for its ports file."""
     ports_file = tmp_path / f"ports-{time.monotonic_ns()}.json"
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
@@ -61,7 +73,8 @@ def start_server(tmp_path: Path, repository: Path, *args: str, env: dict[str, st
     full_env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", **(env or {})}
     full_env = {k: v for k, v in full_env.items() if not k.startswith("TWINFER_") or (env and k in env)}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                   preexec_fn=_address_space_limit(max_address_space) if max_address_space else None)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ports_file.exists():
         if process.poll() is not None:
@@ -77,8 +90,9 @@ def start_server(tmp_path: Path, repository: Path, *args: str, env: dict[str, st
 def server_factory(tmp_path: Path) -> Iterator:
     servers: list[RunningServer] = []
 
-    def factory(repository: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
-        server = start_server(tmp_path, repository, *args, env=env)
+    def factory(repository: Path, *args: str, env: dict[str, str] | None = None,
+                max_address_space: int | None = None) -> RunningServer:
+        server = start_server(tmp_path, repository, *args, env=env, max_address_space=max_address_space)
         servers.append(server)
         return server
 

@@ -139,9 +139,7 @@ class TwinferServer:
             from twinfer.grpc.service import start_grpc_server
 
             self._grpc_server, self.ports["grpc"] = yield Deferred.fromFuture(asyncio.ensure_future(
-                start_grpc_server(self.facade, self.settings.host, self.settings.grpc_port,
-                                  self.settings.auth.admin_token, self.settings.max_http_body_bytes,
-                                  self.settings.reuse_port)
+                start_grpc_server(self.facade, self.context.auth, self.settings)
             ))
         log.info("twinfer listening on {host}: {ports}", host=self.settings.host, ports=self.ports)
         if self.settings.ports_file is not None:
