@@ -24,7 +24,6 @@ from twinfer.errors import InvalidInput, ModelNotFound, ModelNotReady
 from twinfer.grpc.guard import CallGuard
 from twinfer.grpc.infer_codec import decode_request, encode_response
 from twinfer.grpc.streams import OpenStreamLimit, stream_answers
-from twinfer.grpc.tls import server_credentials
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import valid_model_name
 from twinfer.kserve import messages
@@ -124,10 +123,11 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
-async def start_grpc_server(facade: InferenceFacade, authenticator: Authenticator,
-                            settings: Settings) -> tuple[grpc.aio.Server, int]:
-    """Listens on settings.host:settings.grpc_port (TLS when tls.cert_file is set); returns the bound port."""
-    credentials = server_credentials(settings.tls)
+async def start_grpc_server(facade: InferenceFacade, authenticator: Authenticator, settings: Settings,
+                            credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
+    """Listens on settings.host:settings.grpc_port, with TLS when given `credentials` (from
+    `twinfer.grpc.tls.server_credentials`, built before start so a bad file is a config error); returns the
+    bound port."""
     guard = CallGuard(authenticator, AdminCheck(settings.auth.admin_token))
     server = grpc.aio.server(interceptors=[guard], options=server_options(settings))
     service = KServeGrpcService(facade, settings.grpc_stream_max_inflight,
