@@ -67,11 +67,19 @@ def _metadata_value(metadata: Any, key: str) -> str | bytes | None:
     return None
 
 
+MAX_MESSAGE_CHARS = 2000  # the status message travels as metadata: clients refuse more than 16 KiB of it
+
+
+def _fits_metadata(message: str) -> str:
+    """A message that echoes what the client sent (a 20,000-digit version) must not become a bigger error."""
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "..."
+
+
 async def abort_with(context: grpc.aio.ServicerContext, error: BaseException, method: str) -> None:
     """Ends the call with `error`'s status. Anything that is not a TwinferError is a bug: logged with its
     traceback, sent as INTERNAL with a fixed message (never the exception's text)."""
     if isinstance(error, TwinferError):
-        await context.abort(status_for(error), error.message)
+        await context.abort(status_for(error), _fits_metadata(error.message))
     log.failure("gRPC {method} failed", failure=Failure(error, type(error), error.__traceback__), method=method)
     await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
@@ -27,7 +29,7 @@ def _typed(tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int, ...]
     if tensor.datatype == "BYTES":
         array = np.empty(len(values), dtype=object)
         array[:] = values
-        if array.size != int(np.prod(shape)):
+        if array.size != math.prod(shape):  # not np.prod: it wraps around int64 for huge dims
             raise InvalidInput(f"input {tensor.name!r}: {array.size} values for shape {list(shape)}")
         return array.reshape(shape)
     return from_json_data(tensor.name, tensor.datatype, shape, values)
@@ -43,18 +45,27 @@ def decode_request(request: pb.ModelInferRequest) -> InferenceRequest:
             raise InvalidInput(f"input {tensor.name!r} given twice")
         shape = check_shape(tensor.name, list(tensor.shape))
         inputs[tensor.name] = from_raw(tensor.name, tensor.datatype, shape, raw[i]) if raw else _typed(tensor, shape)
-    timeout = request.parameters.get("timeout")
-    timeout_ms = None
-    if timeout is not None and timeout.WhichOneof("parameter_choice") in ("int64_param", "uint64_param"):
-        micros = timeout.int64_param or timeout.uint64_param
-        timeout_ms = max(1, micros // 1000) if micros > 0 else None
     return InferenceRequest(
         model=request.model_name,
         inputs=inputs,
         version=request.model_version or None,
         outputs=[o.name for o in request.outputs] or None,
-        timeout_ms=timeout_ms,
+        timeout_ms=_timeout_ms(request),
     )
+
+
+def _timeout_ms(request: pb.ModelInferRequest) -> int | None:
+    """Triton's `timeout` parameter: microseconds as an integer; 0 or absent = the model's default."""
+    if "timeout" not in request.parameters:
+        return None
+    timeout = request.parameters["timeout"]
+    kind = timeout.WhichOneof("parameter_choice")
+    if kind not in ("int64_param", "uint64_param"):
+        raise InvalidInput(f"parameter 'timeout' must be an integer number of microseconds, got {kind or 'nothing'}")
+    micros = timeout.int64_param if kind == "int64_param" else timeout.uint64_param
+    if micros < 0:
+        raise InvalidInput(f"parameter 'timeout' must not be negative, got {micros}")
+    return max(1, micros // 1000) if micros else None
 
 
 def encode_response(request_id: str, result: InferenceResult) -> pb.ModelInferResponse:
