@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
@@ -137,4 +136,3 @@ def test_malformed_bytes_become_a_marker_not_an_exception():
     deserialize = _tolerant(pb.ModelInferRequest.FromString)
     assert isinstance(deserialize(b"\xff\xff\xff"), MalformedRequest)
     assert deserialize(pb.ModelInferRequest(id="7").SerializeToString()).id == "7"
-    assert grpc.StatusCode.INVALID_ARGUMENT  # the guard answers the marker with this status (e2e fuzz test)

@@ -98,6 +98,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
         self._authenticator = authenticator
         self._admin = admin
         self._now = now
+        self._allowed: dict[str, Any] = {}  # method -> its wrapped handler, built once (the common case)
 
     def check(self, method: str, metadata: Any) -> None:
         """Raises Unauthenticated / PermissionDenied for a call that may not run."""
@@ -117,9 +118,15 @@ class CallGuard(grpc.aio.ServerInterceptor):
         method = details.method
         try:
             self.check(method, details.invocation_metadata)
-            refusal: TwinferError | None = None
         except TwinferError as exc:
-            refusal = exc
+            return self._wrap(handler, method, exc)
+        wrapped = self._allowed.get(method)
+        if wrapped is None:
+            wrapped = self._allowed[method] = self._wrap(handler, method, None)
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler: Any, method: str, refusal: TwinferError | None) -> Any:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _guard_unary(handler.unary_unary, method, refusal),
