@@ -73,6 +73,8 @@ def test_version_policy_all_serves_every_version_and_routes_by_number(world):
     assert np.allclose(infer(facade, "2").outputs["OUTPUT0"], 2 * X)
     assert infer(facade, "7").check(ModelNotFound)
     assert infer(facade, "../1").check(ModelNotFound)
+    for odd in ("\u00b2", "9" * 5000, "1" * 19):  # isdigit() but int() raises, or absurdly long: still typed
+        assert infer(facade, odd).check(ModelNotFound)
 
 
 def test_a_bad_config_is_refused_and_the_running_config_stays(world):
@@ -114,6 +116,6 @@ def test_a_removed_model_unloads_and_a_new_one_appears(world):
 
 
 def test_model_names_that_could_be_paths_are_never_valid():
-    for bad in ("..", "../x", "a/b", ".hidden", "", "a\\b", "x" * 200):
+    for bad in ("..", "../x", "a/b", ".hidden", "", "a\\b", "x" * 200, "tiny\n"):
         assert not valid_model_name(bad)
     assert valid_model_name("face_blendshapes") and valid_model_name("resnet-50.v2")

@@ -87,7 +87,10 @@ class Settings(_Section):
     max_inflight_per_session: int = Field(256, ge=1, description="requests one connection may have in flight")
     grpc_stream_max_inflight: int = Field(64, ge=1, description="requests one gRPC ModelStreamInfer may have in "
                                           "flight or answered but unread; reading stops past it")
-    grpc_max_concurrent_streams: int = Field(1024, ge=1, description="concurrent gRPC calls per connection")
+    grpc_max_concurrent_streams: int = Field(1024, ge=1, description="concurrent gRPC calls per connection; past "
+                                             "it HTTP/2 refuses the new stream (UNAVAILABLE, safe to retry)")
+    grpc_max_open_streams: int = Field(1024, ge=1, description="gRPC ModelStreamInfer calls open at once in one "
+                                       "process; past it, a new one gets RESOURCE_EXHAUSTED")
     idle_timeout_s: float = Field(60.0, gt=0, description="close a connection silent this long (pings count)")
     login_timeout_s: float = Field(10.0, gt=0, description="with auth on, a connection must log in within this")
     advertised_host: str = Field("", description="UDP address told to stream clients (empty = host, or 127.0.0.1 "

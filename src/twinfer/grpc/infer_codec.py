@@ -46,18 +46,27 @@ def decode_request(request: pb.ModelInferRequest, budget: ElementBudget | None =
         shape = check_shape(tensor.name, list(tensor.shape))
         inputs[tensor.name] = (from_raw(tensor.name, tensor.datatype, shape, raw[i], budget) if raw
                                else _typed(tensor, shape, budget))
-    timeout = request.parameters.get("timeout")
-    timeout_ms = None
-    if timeout is not None and timeout.WhichOneof("parameter_choice") in ("int64_param", "uint64_param"):
-        micros = timeout.int64_param or timeout.uint64_param
-        timeout_ms = max(1, micros // 1000) if micros > 0 else None
     return InferenceRequest(
         model=request.model_name,
         inputs=inputs,
         version=request.model_version or None,
         outputs=[o.name for o in request.outputs] or None,
-        timeout_ms=timeout_ms,
+        timeout_ms=_timeout_ms(request),
     )
+
+
+def _timeout_ms(request: pb.ModelInferRequest) -> int | None:
+    """Triton's `timeout` parameter: microseconds as an integer; 0 or absent = the model's default."""
+    if "timeout" not in request.parameters:
+        return None
+    timeout = request.parameters["timeout"]
+    kind = timeout.WhichOneof("parameter_choice")
+    if kind not in ("int64_param", "uint64_param"):
+        raise InvalidInput(f"parameter 'timeout' must be an integer number of microseconds, got {kind or 'nothing'}")
+    micros = timeout.int64_param if kind == "int64_param" else timeout.uint64_param
+    if micros < 0:
+        raise InvalidInput(f"parameter 'timeout' must not be negative, got {micros}")
+    return max(1, micros // 1000) if micros else None
 
 
 def encode_response(request_id: str, result: InferenceResult) -> pb.ModelInferResponse:

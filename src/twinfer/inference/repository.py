@@ -33,7 +33,7 @@ CONFIG_FILES = ("config.yaml", "config.pbtxt")
 
 def valid_model_name(name: str) -> bool:
     """Model names come from URLs and messages: only plain names, never a path."""
-    return bool(MODEL_NAME.match(name)) and ".." not in name
+    return bool(MODEL_NAME.fullmatch(name)) and ".." not in name  # fullmatch: `$` alone lets "name\n" through
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +198,8 @@ class ModelRepository:
             raise ModelNotReady(f"model {name!r} is not ready ({detail})")
         if not version:
             return versions[max(versions)]
-        if not version.isdigit() or int(version) not in versions:
+        # isascii: "²".isdigit() is True but int("²") raises; 18 digits: int() of a 5,000-digit string raises too.
+        if not (version.isascii() and version.isdigit() and len(version) <= 18) or int(version) not in versions:
             served = ", ".join(str(v) for v in sorted(versions))
             raise ModelNotFound(f"model {name!r} has no version {version!r} being served (served: {served})")
         return versions[int(version)]

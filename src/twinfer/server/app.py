@@ -114,6 +114,11 @@ class TwinferServer:
         self._stopping = False
         self._listeners: list[Any] = []
         self._grpc_server: Any = None
+        self._grpc_credentials: Any = None
+        if settings.grpc_port >= 0:
+            from twinfer.grpc.tls import server_credentials
+
+            self._grpc_credentials = server_credentials(settings.tls)  # a bad TLS setting fails here, readably
 
     def _endpoint(self, port: int):
         host = self.settings.host
@@ -150,9 +155,7 @@ class TwinferServer:
             from twinfer.grpc.service import start_grpc_server
 
             self._grpc_server, self.ports["grpc"] = yield Deferred.fromFuture(asyncio.ensure_future(
-                start_grpc_server(self.facade, self.settings.host, self.settings.grpc_port,
-                                  self.settings.auth.admin_token, self.settings.max_http_body_bytes,
-                                  self.settings.reuse_port)
+                start_grpc_server(self.facade, self.context.auth, self.settings, self._grpc_credentials)
             ))
         log.info("twinfer listening on {host}: {ports}", host=self.settings.host, ports=self.ports)
         if self.settings.ports_file is not None:
