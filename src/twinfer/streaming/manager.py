@@ -118,6 +118,7 @@ class StreamManager:
         stream = Stream(next(self._ids), owner, config.name, request.version or None, pixel_format, request.width,
                         request.height, layout, config.batching, output.name, tuple(labels), smoothing, self.facade,
                         self._run_blocking, self._send, self.clock.seconds())
+        stream.want_landmarks = request.want_landmarks
         for target in targets:
             stream.add_target(target)
         self.streams[stream.id] = stream
