@@ -40,6 +40,8 @@ class VmcState:
     frame_time: float | None = None
     last_arrival: float = 0.0
     received: list[tuple[float, dict[str, float]]] = field(default_factory=list)  # (arrival, values) per frame
+    _pending_status: tuple[int, ...] = ()
+    _stale: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def dispatcher(self) -> Dispatcher:
@@ -53,23 +55,29 @@ class VmcState:
 
     def _ok(self, _: str, *args: int) -> None:
         with self.lock:
-            self.status = tuple(args)
+            self._pending_status = tuple(args)  # OK comes before T: it counts once T says whose frame it is
 
     def _time(self, _: str, seconds: float) -> None:
         with self.lock:
-            # a later T opens a new frame; a late bundle of an earlier frame only updates values; a jump back of
-            # more than a second is a new stream
-            if self.frame_time is None or seconds > self.frame_time or seconds < self.frame_time - 1.0:
+            # a later T opens a new frame, a jump back of more than a second is a new stream; a late bundle of an
+            # earlier frame is ignored (its values and status are older than what we hold)
+            current = self.frame_time
+            self._stale = current is not None and current - 1.0 <= seconds < current
+            if current is None or seconds > current or seconds < current - 1.0:
                 self._close_frame()
                 self.frame_time = seconds
+            if not self._stale and self._pending_status:
+                self.status = self._pending_status
 
     def _bone(self, _: str, name: str, *pose: float) -> None:
         with self.lock:
-            self.bones[name] = tuple(pose)
+            if not self._stale:
+                self.bones[name] = tuple(pose)
 
     def _value(self, _: str, name: str, value: float) -> None:
         with self.lock:
-            self.values[name] = value
+            if not self._stale:
+                self.values[name] = value
 
     def _apply(self, _: str) -> None:
         with self.lock:
