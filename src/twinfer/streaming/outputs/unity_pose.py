@@ -13,6 +13,12 @@ that is the quaternion (x, y, z, w) -> (x, -y, -z, w): pitch keeps its sign, yaw
 rotation's sense flips with handedness. In Unity's own words the Head's local rotation is
 `Quaternion.Euler(pitch, -yaw, -roll)` (degrees), and a person turning to their own left turns the avatar to its
 own left. Whether a viewer shows that as a mirror image is the receiver's camera's business.
+
+Sources: Apple's ARFaceAnchor documentation (the face frame: "the positive x-axis points to the viewer's right
+(that is, the face's own left), the positive y-axis points up, the positive z-axis points outward from the face");
+Unity's manual and `Quaternion.Euler` reference (left-handed, y up, z forward; Euler applies z, then x, then y);
+VMC's `/VMC/Ext/Bone/Pos` takes Unity local rotations as x, y, z, w (DESIGN §8). The unit tests check the
+quaternions of +90 degree turns about each axis and the equality with the mirrored ARKit matrix.
 """
 
 from __future__ import annotations
