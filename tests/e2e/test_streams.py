@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 import time
 
 import numpy as np
 import pytest
+
 from tests.e2e.conftest import wait_until
 from tests.e2e.vmc_receiver import VmcReceiver
 from twinfer.arkit import ARKIT_BLENDSHAPES
