@@ -174,8 +174,11 @@ def test_vmc_head_and_eye_bones_carry_the_pose():
     reading = face(yaw=D(90), left=(0.0, D(90)), right=(D(-90), 0.0))
     got = bones(decode(FORMATS["vmc"]().encode(result(reading)))[0])
     for name, expected in (("Head", (0, -S, 0, S)), ("LeftEye", (S, 0, 0, S)), ("RightEye", (0, S, 0, S))):
-        assert got[name][:3] == (0.0, 0.0, 0.0)
         np.testing.assert_allclose(got[name][3:], expected, atol=1e-6)
+    # local positions are a plausible head and eyes (receivers that sync positions keep a face): the head above the
+    # neck, the left eye on the avatar's left (-x), both eyes above and in front of the head bone
+    assert got["Head"][1] > 0.05 and got["LeftEye"][0] < 0 < got["RightEye"][0]
+    assert all(got[eye][1] > 0 and got[eye][2] > 0 for eye in ("LeftEye", "RightEye"))
 
 
 # --- Live Link -----------------------------------------------------------------------------------------------------

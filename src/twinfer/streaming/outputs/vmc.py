@@ -36,6 +36,11 @@ VMC_CALIBRATION_STATE = {CalibrationState.NONE: 0, CalibrationState.CALIBRATING:
 CALIBRATION_MODE_NORMAL = 0
 IDENTITY = (0.0, 0.0, 0.0, 1.0)
 ORIGIN = (0.0, 0.0, 0.0)
+# Bone/Pos carries a local position too, and EVMC4U applies it by default (BonePositionSynchronize): zeros would
+# sink the head into the neck and the eyes into the head. A face-only sender cannot know the avatar, so these are a
+# typical humanoid's offsets (metres, Unity axes: the avatar's left eye is at -x), close enough that such receivers
+# keep a face; for an exact fit turn position sync off in the receiver (rotations are what twinfer measures).
+LOCAL_POSITIONS = {"Head": (0.0, 0.1, 0.0), "LeftEye": (-0.031, 0.065, 0.045), "RightEye": (0.031, 0.065, 0.045)}
 
 
 def message(address: str, *args: object) -> OscMessage:
@@ -48,9 +53,8 @@ def message(address: str, *args: object) -> OscMessage:
 
 
 def bone(name: str, rotation: tuple[float, float, float, float]) -> OscMessage:
-    """`/VMC/Ext/Bone/Pos`: local position (0, 0, 0: receivers keep the avatar's own bone offsets when they sync
-    rotations only, which face-only senders need) and local rotation x, y, z, w."""
-    return message("/VMC/Ext/Bone/Pos", name, *ORIGIN, *rotation)
+    """`/VMC/Ext/Bone/Pos`: a typical local position (LOCAL_POSITIONS) and the local rotation x, y, z, w."""
+    return message("/VMC/Ext/Bone/Pos", name, *LOCAL_POSITIONS[name], *rotation)
 
 
 def face_bones(face: FaceReading) -> list[OscMessage]:
