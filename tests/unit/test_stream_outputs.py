@@ -253,3 +253,25 @@ def test_native_without_a_face_has_no_face_and_lost_faces_say_so():
 def test_wire_calibration_enum_mirrors_the_python_one():
     wire = {v.number: v.name for v in game_pb2.CalibrationState.DESCRIPTOR.values}
     assert wire == {int(s): f"CALIBRATION_STATE_{s.name}" for s in CalibrationState}
+
+
+def epic_head_channels(yaw: float, pitch: float, roll: float) -> tuple[float, float, float]:
+    """What Unreal's ARKit face plugin sends for a head at these ARKit angles, step by step from its code:
+    ToFTransform's quaternion (-z, x, y, -w), FQuat::Rotator()'s formulas, the non-mirrored branch's negation of
+    yaw and roll, and the division by 180 (AppleARKitFaceMeshConversion.h, ToBlendShapeMap)."""
+    ax, ay, az, aw = arkit_quaternion(yaw, pitch, roll)
+    x, y, z, w = -az, ax, ay, -aw
+    rotator_pitch = math.degrees(math.asin(2 * (z * x - w * y)))
+    rotator_yaw = math.degrees(math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+    rotator_roll = math.degrees(math.atan2(-2 * (w * x + y * z), 1 - 2 * (x * x + y * y)))
+    return -rotator_yaw / 180, rotator_pitch / 180, -rotator_roll / 180
+
+
+@pytest.mark.parametrize("degrees", [(30, 0, 0), (0, 25, 0), (0, 0, -15), (20, -10, 5), (-35, 15, 12)])
+def test_live_link_head_channels_match_epics_own_conversion_chain(degrees):
+    """Same signs, same units and the same composition order (Ry Rx Rz) as the Live Link Face pipeline."""
+    yaw, pitch, roll = (D(v) for v in degrees)
+    packet = FORMATS["livelink"]().encode(result(face(yaw=yaw, pitch=pitch, roll=roll)))[0]
+    channels = parse_packet(packet).values[52:55]
+    np.testing.assert_allclose(channels, epic_head_channels(yaw, pitch, roll), atol=1e-6)
+    np.testing.assert_allclose(channels, np.array(degrees) / 180, atol=1e-6)
