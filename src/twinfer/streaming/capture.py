@@ -133,7 +133,9 @@ def run_capture(server: str, model: str, source: str, fps: float, seconds: float
                       file=out)
             start = time.monotonic()
             next_report, last_sent, last_received, image = start + 1, 0, 0, first
-            while (now := time.monotonic()) < start + seconds:
+            total = max(round(fps * seconds), 1)  # --seconds of content at --fps; a slow machine catches up late
+            while tally.sent < total:
+                now = time.monotonic()
                 due = start + tally.sent / fps
                 if now < due:
                     time.sleep(min(due - now, 0.05))
