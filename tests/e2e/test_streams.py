@@ -305,3 +305,67 @@ def test_cli_calibrate_on_a_model_without_faces_is_one_line(face_server):
     assert stream.returncode == 1
     assert stream.stderr == ("twinfer: InvalidInput: model face_blendshapes does not track faces; calibration "
                              "needs face_tracker\n")
+
+
+class LossyRelay:
+    """Forwards UDP datagrams to `target`, dropping each with probability `loss` (seeded): the kernel has no netem."""
+
+    def __init__(self, target: int, loss: float, seed: int = 19) -> None:
+        import random
+
+        self.sock = udp_socket()
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.target, self.loss, self.random = ("127.0.0.1", target), loss, random.Random(seed)
+        self.forwarded = self.dropped = 0
+        self._stop = False
+        self.thread = __import__("threading").Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self.random.random() < self.loss:
+                self.dropped += 1
+            else:
+                self.forwarded += 1
+                self.sock.sendto(data, self.target)
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+def test_vmc_frames_survive_a_lossy_link_bundle_by_bundle(face_server):
+    """Issue #19: with 30 % of datagrams lost, a frame still lands whenever any of its bundles does (about
+    1 - 0.3^3 = 97 % of frames, against 70 % when only a last bundle's Apply counted), and the receiver's table
+    never misses a shape once it has seen them all."""
+    receiver = VmcReceiver()
+    relay = LossyRelay(receiver.port, loss=0.3)
+    try:
+        with Client("127.0.0.1", face_server.tcp) as client:
+            sender = StreamSender(client, "face_blendshapes", 64, 64,
+                                  targets=[target("vmc", f"127.0.0.1:{relay.port}")])
+            image = np.zeros((64, 64), np.uint8)
+            sent = 120
+            for i in range(sent):  # one frame at a time, so none is skipped: each makes its 3 bundles
+                sender.send_frame(image)
+                wait_until(lambda: relay.forwarded + relay.dropped >= 3 * (i + 1), what=f"frame {i + 1}'s bundles")
+            sender.close()
+        assert relay.forwarded + relay.dropped == 3 * sent
+        wait_until(lambda: len(receiver.sizes) == relay.forwarded, what="the receiver read every relayed bundle")
+        frames = [f for f in receiver.frames if f.arrived > 0]
+        assert relay.dropped > 0.2 * (relay.forwarded + relay.dropped)
+        assert len(frames) >= 0.9 * sent, (len(frames), sent)
+        assert all(receiver.ends_with_apply)
+        first_full = next(i for i, f in enumerate(frames) if set(f.values) == set(ARKIT_BLENDSHAPES))
+        assert all(set(f.values) == set(ARKIT_BLENDSHAPES) for f in frames[first_full:])
+    finally:
+        relay.close()
+        receiver.close()
