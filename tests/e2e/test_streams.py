@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
+import threading
 import time
 
 import numpy as np
@@ -311,15 +313,13 @@ class LossyRelay:
     """Forwards UDP datagrams to `target`, dropping each with probability `loss` (seeded): the kernel has no netem."""
 
     def __init__(self, target: int, loss: float, seed: int = 19) -> None:
-        import random
-
         self.sock = udp_socket()
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.target, self.loss, self.random = ("127.0.0.1", target), loss, random.Random(seed)
         self.forwarded = self.dropped = 0
         self._stop = False
-        self.thread = __import__("threading").Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
