@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic | image:FILE (one picture repeated at --fps) | video:FILE (played at --fps, "
                         "looping) | camera:N; image, video and camera need the `video` extra (OpenCV)")
     p.add_argument("--fps", type=float, default=60.0, help="frames per second to send (default 60)")
-    p.add_argument("--seconds", type=float, default=10.0, help="how long to stream (default 10)")
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="how long to stream: fps x seconds frames are sent (default 10)")
     p.add_argument("--calibrate-seconds", type=float, metavar="N",
                    help="once the stream is open, take your neutral face over N seconds (face_tracker; 0 < N <= 60)")
     p.add_argument("--vmc", action="append", default=[], metavar="HOST:PORT", help="VMC (OSC) receiver")
