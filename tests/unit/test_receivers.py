@@ -60,3 +60,22 @@ def test_a_late_bundle_of_an_earlier_frame_opens_no_frame_and_lost_tracking_show
 def test_live_link_description_shows_the_head_pose_in_degrees():
     packet = parse_packet(FORMATS["livelink"]("Kiosk").encode(frame(0.5, 0.0, yaw_deg=-25.0))[0])
     assert describe_packet(packet, top=1).startswith("Kiosk | head yaw  -25 pitch   +0 roll   +0 deg | ")
+
+
+def test_a_sender_without_t_gets_one_frame_per_apply():
+    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    def bundle(value: float) -> bytes:
+        builder = OscBundleBuilder(IMMEDIATELY)
+        val = OscMessageBuilder("/VMC/Ext/Blend/Val")
+        val.add_arg("jawOpen", "s")
+        val.add_arg(value, "f")
+        builder.add_content(val.build())
+        builder.add_content(OscMessageBuilder("/VMC/Ext/Blend/Apply").build())
+        return builder.build().dgram
+
+    state = VmcState(keep=True)
+    feed(state, [bundle(0.25), bundle(0.5)])
+    state.finish()
+    assert state.frames == 2 and [v["jawOpen"] for _, v in state.received] == [0.25, 0.5]

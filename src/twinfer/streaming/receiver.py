@@ -5,7 +5,8 @@ frame (JSON lines), `--compare SENT.jsonl` says how well the values follow what 
 
 Like Unity receivers it keeps one name -> value table that every `/VMC/Ext/Blend/Val` updates. twinfer sends a
 frame as several bundles, each with its own `/VMC/Ext/T` and Apply (see outputs/vmc.py), so a frame here is
-everything that arrived with one T: a new T closes the previous frame.
+everything that arrived with one T: a new T closes the previous frame. From a sender that sends no T, each Apply
+is a frame.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class VmcState:
     received: list[tuple[float, dict[str, float]]] = field(default_factory=list)  # (arrival, values) per frame
     _pending_status: tuple[int, ...] = ()
     _stale: bool = False
+    _seen_time: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def dispatcher(self) -> Dispatcher:
@@ -61,6 +63,7 @@ class VmcState:
         with self.lock:
             # a later T opens a new frame, a jump back of more than a second is a new stream; a late bundle of an
             # earlier frame is ignored (its values and status are older than what we hold)
+            self._seen_time = True
             current = self.frame_time
             self._stale = current is not None and current - 1.0 <= seconds < current
             if current is None or seconds > current or seconds < current - 1.0:
@@ -82,6 +85,10 @@ class VmcState:
     def _apply(self, _: str) -> None:
         with self.lock:
             self.last_arrival = time.time()
+            if self.frame_time is None and not self._seen_time:  # a sender without T: one Apply, one frame
+                self.frames += 1
+                if self.keep:
+                    self.received.append((self.last_arrival, dict(self.values)))
 
     def _close_frame(self) -> None:
         if self.frame_time is None:
