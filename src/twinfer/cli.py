@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConnectionError, TimeoutError, OSError) as exc:
         print(f"twinfer: cannot reach the server: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C ends `twinfer stream` (and friends) without a traceback
+        print("twinfer: interrupted", file=sys.stderr)
+        return 130
 
 
 # --- serve ------------------------------------------------------------------------------------------------------
