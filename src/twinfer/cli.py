@@ -72,9 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stream", help="capture side: open a stream and send frames over UDP")
     p.add_argument("--server", default=DEFAULT_SERVER, help=f"game protocol HOST:PORT (default {DEFAULT_SERVER})")
     p.add_argument("--model", default="face_blendshapes")
-    p.add_argument("--source", default="synthetic", help="synthetic | video:FILE | camera:N")
-    p.add_argument("--fps", type=float, default=60.0)
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--source", default="synthetic",
+                   help="synthetic | image:FILE (one picture repeated at --fps) | video:FILE (played at --fps, "
+                        "looping) | camera:N; image, video and camera need the `video` extra (OpenCV)")
+    p.add_argument("--fps", type=float, default=60.0, help="frames per second to send (default 60)")
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="how long to stream: fps x seconds frames are sent (default 10)")
+    p.add_argument("--calibrate-seconds", type=float, metavar="N",
+                   help="once the stream is open, take your neutral face over N seconds (face_tracker; 0 < N <= 60)")
     p.add_argument("--vmc", action="append", default=[], metavar="HOST:PORT", help="VMC (OSC) receiver")
     p.add_argument("--livelink", action="append", default=[], metavar="HOST:PORT", help="Live Link Face receiver")
     p.add_argument("--native", action="append", default=[], metavar="HOST:PORT", help="StreamResult receiver")
@@ -84,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", type=Path, metavar="FILE.jsonl",
                    help="write each frame's send time and driving values (synthetic source) as JSON lines")
 
-    p = sub.add_parser("receive", help="print what a VMC receiver gets (for people without Unity)")
-    p.add_argument("--vmc", type=int, required=True, metavar="PORT", help="UDP port to listen on (VMC: 39539)")
+    p = sub.add_parser("receive", help="print what a VMC or Live Link receiver gets (for people without an engine)")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--vmc", type=int, metavar="PORT", help="UDP port to listen on for VMC (default port 39539)")
+    group.add_argument("--livelink", type=int, metavar="PORT",
+                       help="UDP port to listen on for Live Link Face (default port 11111)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     p.add_argument("--record", type=Path, metavar="FILE.jsonl", help="write every frame received as JSON lines")
@@ -168,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConnectionError, TimeoutError, OSError) as exc:
         print(f"twinfer: cannot reach the server: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C ends `twinfer stream` (and friends) without a traceback
+        print("twinfer: interrupted", file=sys.stderr)
+        return 130
 
 
 # --- serve ------------------------------------------------------------------------------------------------------
@@ -272,10 +283,16 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     receivers = [(kind, address) for kind in ("vmc", "livelink", "native") for address in getattr(args, kind)]
     return run_capture(args.server, args.model, args.source, args.fps, args.seconds, receivers, args.token,
-                       args.smoothing, record=args.record, size=args.size)
+                       args.smoothing, record=args.record, size=args.size, calibrate_seconds=args.calibrate_seconds)
 
 
 def cmd_receive(args: argparse.Namespace) -> int:
+    if args.livelink is not None:
+        from twinfer.streaming.livelink_receiver import run_livelink_receiver
+
+        if args.record or args.compare:
+            raise ConfigError("receive: --record and --compare work with --vmc only")
+        return run_livelink_receiver(args.host, args.livelink, args.seconds)
     from twinfer.streaming.receiver import run_vmc_receiver
 
     return run_vmc_receiver(args.host, args.vmc, args.seconds, record=args.record, compare=args.compare)

@@ -7,17 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
-from pythonosc.dispatcher import Dispatcher
-from pythonosc.osc_server import BlockingOSCUDPServer
 
 from tests.e2e.conftest import SteadyTraffic, wait_until
+from tests.e2e.vmc_receiver import VmcReceiver
 from twinfer.client import Client
 from twinfer.demo_models import build_repository
 from twinfer.sources.face_dataset import DRIVEN_INDEX, face_dataset
@@ -94,34 +91,11 @@ def test_an_undertrained_version_is_refused_while_the_trained_one_serves(tmp_pat
     assert server.stop() == 0
 
 
-class TimedVmcReceiver:
-    """python-osc collecting each frame's values with the wall-clock time its Apply arrived."""
-
-    def __init__(self) -> None:
-        self.frames: list[tuple[float, dict[str, float]]] = []
-        self._current: dict[str, float] = {}
-        dispatcher = Dispatcher()
-        dispatcher.map("/VMC/Ext/Blend/Val", lambda _a, name, value: self._current.__setitem__(name, value))
-        dispatcher.map("/VMC/Ext/Blend/Apply", self._apply)
-        self.server = BlockingOSCUDPServer(("127.0.0.1", 0), dispatcher)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def _apply(self, _address: str) -> None:
-        self.frames.append((time.time(), self._current))
-        self._current = {}
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_streamed_synthetic_face_drives_vmc_blendshapes_that_follow_it(tmp_path, server_factory):
     repo = tmp_path / "repo"
     build_repository(repo)
     server = server_factory(repo, "--insecure-dev")
-    receiver = TimedVmcReceiver()
+    receiver = VmcReceiver()
     sent_file = tmp_path / "sent.jsonl"
     cli_receiver = subprocess.Popen(
         [sys.executable, "-m", "twinfer", "receive", "--vmc", "0", "--seconds", "9", "--compare", str(sent_file)],
@@ -140,8 +114,9 @@ def test_streamed_synthetic_face_drives_vmc_blendshapes_that_follow_it(tmp_path,
             cli_receiver.kill()
         receiver.close()
     sent = read_sent(sent_file)
-    assert len(sent) >= 150 and len(receiver.frames) >= 0.9 * len(sent)
-    result = correlations(sent, receiver.frames)
+    frames = receiver.timed_frames()
+    assert len(sent) >= 150 and len(frames) >= 0.9 * len(sent)
+    result = correlations(sent, frames)
     assert set(result) == set(DRIVEN)
     low = {name: round(r, 3) for name, (r, _) in result.items() if not r > 0.8}
     assert not low, f"shapes that do not follow the face: {low}"

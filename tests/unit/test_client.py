@@ -206,6 +206,24 @@ def test_a_reply_of_the_wrong_kind_is_an_error_but_an_empty_one_is_defaults():
     assert messages.list_models().decode(game_pb2.ServerMessage(request_id=1)) == []
 
 
+def test_twisted_client_calibrate_sends_the_request_and_returns_the_status(client):
+    proto, transport = client
+    done = result_of(proto.calibrate(4, 2.5))
+    [request] = sent(transport)
+    assert request.WhichOneof("body") == "calibrate"
+    assert (request.calibrate.stream_id, request.calibrate.seconds) == (4, 2.5)
+    answer = game_pb2.ServerMessage(request_id=request.request_id)
+    answer.calibration_status.stream_id = 4
+    answer.calibration_status.state = game_pb2.CALIBRATION_STATE_CALIBRATING
+    answer.calibration_status.seconds_left = 2.5
+    reply(proto, answer)
+    assert done == [answer.calibration_status]
+    wrong = game_pb2.ServerMessage(request_id=1)
+    wrong.stream_ack.stream_id = 4
+    with pytest.raises(ServerError):
+        messages.calibrate(4, 1.0).decode(wrong)
+
+
 # --- blocking client against a fake server on a real socket ---------------------------------------------------
 
 class FakeServer:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import math
-import struct
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pythonosc.osc_bundle import OscBundle
 
-from twinfer.arkit import ARKIT_BLENDSHAPES
 from twinfer.inference.model_config import ModelConfig, TensorConfig
 from twinfer.streaming import datagram as dg
 from twinfer.streaming.one_euro import OneEuroFilter
-from twinfer.streaming.outputs import FORMATS, FrameResult
-from twinfer.streaming.outputs.vmc import MAX_BUNDLE_BYTES
 from twinfer.streaming.preprocess import image_layout, preprocess
 from twinfer.streaming.reassembly import FrameAssembler
 
@@ -103,29 +98,6 @@ def test_one_euro_first_sample_passes_and_same_time_repeats():
     assert f(np.array([0.9]), 1.0)[0] == pytest.approx(0.3)
     alpha = 1 / (1 + (1 / (2 * math.pi * 1.0)) / 0.5)
     assert f(np.array([0.9]), 1.5)[0] == pytest.approx(alpha * 0.9 + (1 - alpha) * 0.3)
-
-
-def result() -> FrameResult:
-    return FrameResult(3, 9, 1_500_000_000, 2, np.linspace(0, 1, 52, dtype=np.float32), ARKIT_BLENDSHAPES, "1")
-
-
-def test_vmc_bundles_fit_1500_bytes_and_end_with_apply():
-    from pythonosc.osc_message import OscMessage
-
-    bundles = FORMATS["vmc"]().encode(result())
-    assert all(len(b) <= MAX_BUNDLE_BYTES for b in bundles)
-    messages = [m for b in bundles for m in OscBundle(b)]
-    assert [m.address for m in messages] == ["/VMC/Ext/Blend/Val"] * 52 + ["/VMC/Ext/Blend/Apply"]
-    assert all(isinstance(m, OscMessage) for m in messages)
-    assert [m.params[0] for m in messages[:52]] == list(ARKIT_BLENDSHAPES)
-    assert all(isinstance(m.params[1], float) for m in messages[:52])
-
-
-def test_live_link_maps_labels_by_name():
-    r = FrameResult(1, 1, 0, 0, np.array([0.25, 0.75], np.float32), ("jawOpen", "notAShape"), "1")
-    packet = FORMATS["livelink"]("Face").encode(r)[0]
-    values = struct.unpack(">61f", packet[-244:])
-    assert values[ARKIT_BLENDSHAPES.index("jawOpen")] == 0.25 and sum(values) == 0.25
 
 
 def test_preprocess_converts_channels_resizes_and_normalises():

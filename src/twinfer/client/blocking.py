@@ -127,6 +127,9 @@ class Client:
     def unsubscribe(self, stream_id: int, target: game_pb2.StreamTarget) -> game_pb2.StreamAck:
         return self._call(messages.unsubscribe(stream_id, target))
 
+    def calibrate(self, stream_id: int, seconds: float) -> game_pb2.CalibrationStatus:
+        return self._call(messages.calibrate(stream_id, seconds))
+
     def close(self) -> None:
         """Close the connection (idempotent); requests still in flight fail with SessionClosed."""
         self._fail_all(SessionClosed("client closed"))

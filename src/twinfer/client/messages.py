@@ -195,3 +195,9 @@ def subscribe(stream_id: int, target: game_pb2.StreamTarget) -> Call[game_pb2.St
 def unsubscribe(stream_id: int, target: game_pb2.StreamTarget) -> Call[game_pb2.StreamAck]:
     request = game_pb2.UnsubscribeRequest(stream_id=stream_id, target=target)
     return Call(lambda rid: build_body(rid, "unsubscribe", request), lambda m: expect(m, "stream_ack").stream_ack)
+
+
+def calibrate(stream_id: int, seconds: float) -> Call[game_pb2.CalibrationStatus]:
+    request = game_pb2.CalibrateRequest(stream_id=stream_id, seconds=seconds)
+    return Call(lambda rid: build_body(rid, "calibrate", request),
+                lambda m: expect(m, "calibration_status").calibration_status)

@@ -24,10 +24,11 @@ class StreamSender:
 
     def __init__(self, client: Client, model: str, width: int, height: int, pixel_format: str = "GRAY8",
                  targets: list[game_pb2.StreamTarget] | None = None, smoothing: bool = False,
-                 version: str | None = None) -> None:
+                 version: str | None = None, want_landmarks: bool = False) -> None:
         self.client = client
         request = game_pb2.OpenStreamRequest(model=model, version=version or "", pixel_format=pixel_format,
-                                             width=width, height=height, targets=targets or [], smoothing=smoothing)
+                                             width=width, height=height, targets=targets or [], smoothing=smoothing,
+                                             want_landmarks=want_landmarks)
         self.info = client.open_stream(request)
         self.stream_id = self.info.stream_id
         self.labels = list(self.info.labels)
@@ -62,6 +63,10 @@ class StreamSender:
 
     def unsubscribe(self, receiver: game_pb2.StreamTarget) -> int:
         return self.client.unsubscribe(self.stream_id, receiver).targets
+
+    def calibrate(self, seconds: float) -> game_pb2.CalibrationStatus:
+        """Take the user's neutral face over `seconds` (face_tracker streams); results report the state."""
+        return self.client.calibrate(self.stream_id, seconds)
 
     def close(self) -> None:
         try:

@@ -83,6 +83,9 @@ class GameClientProtocol(Protocol):
     def unsubscribe(self, stream_id: int, target: game_pb2.StreamTarget) -> Deferred[game_pb2.StreamAck]:
         return self._request(messages.unsubscribe(stream_id, target))
 
+    def calibrate(self, stream_id: int, seconds: float) -> Deferred[game_pb2.CalibrationStatus]:
+        return self._request(messages.calibrate(stream_id, seconds))
+
     def close(self) -> None:
         """Close the connection; requests in flight fail now with SessionClosed (a closing transport stops
         reading, so their replies could never arrive)."""

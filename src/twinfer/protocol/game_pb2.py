@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15twinfer/v1/game.proto\x12\ntwinfer.v1\"E\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"=\n\x05\x45rror\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.twinfer.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"2\n\x0cLoginRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x02 \x01(\t\"%\n\x0bPingRequest\x12\x16\n\x0e\x63lient_time_ns\x18\x01 \x01(\x03\"\x13\n\x11ListModelsRequest\"6\n\x14ModelMetadataRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"w\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\"\n\x06inputs\x18\x03 \x03(\x0b\x32\x12.twinfer.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\"I\n\x0cStreamTarget\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x0f\n\x07subject\x18\x04 \x01(\t\"\xda\x01\n\x11OpenStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0cpixel_format\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12)\n\x07targets\x18\x06 \x03(\x0b\x32\x18.twinfer.v1.StreamTarget\x12\x11\n\tsmoothing\x18\x07 \x01(\x08\x12\x12\n\nmin_cutoff\x18\x08 \x01(\x02\x12\x0c\n\x04\x62\x65ta\x18\t \x01(\x02\x12\x10\n\x08\x64_cutoff\x18\n \x01(\x02\"\xa1\x01\n\x12OpenStreamResponse\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x10\n\x08udp_host\x18\x02 \x01(\t\x12\x10\n\x08udp_port\x18\x03 \x01(\r\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x1a\n\x12max_datagram_bytes\x18\x06 \x01(\r\x12\x1b\n\x13heartbeat_timeout_s\x18\x07 \x01(\x02\"\'\n\x12\x43loseStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\r\"O\n\x10SubscribeRequest\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12(\n\x06target\x18\x02 \x01(\x0b\x32\x18.twinfer.v1.StreamTarget\"Q\n\x12UnsubscribeRequest\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12(\n\x06target\x18\x02 \x01(\x0b\x32\x18.twinfer.v1.StreamTarget\"/\n\tStreamAck\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x0f\n\x07targets\x18\x02 \x01(\r\"\x99\x01\n\x0cStreamResult\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0f\x63\x61pture_time_ns\x18\x03 \x01(\x03\x12\x14\n\x0csend_time_ns\x18\x04 \x01(\x03\x12\x0e\n\x06values\x18\x05 \x03(\x02\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\"\xf4\x03\n\rClientMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12)\n\x05login\x18\n \x01(\x0b\x32\x18.twinfer.v1.LoginRequestH\x00\x12\'\n\x04ping\x18\x0b \x01(\x0b\x32\x17.twinfer.v1.PingRequestH\x00\x12\x34\n\x0blist_models\x18\x0c \x01(\x0b\x32\x1d.twinfer.v1.ListModelsRequestH\x00\x12:\n\x0emodel_metadata\x18\r \x01(\x0b\x32 .twinfer.v1.ModelMetadataRequestH\x00\x12)\n\x05infer\x18\x0e \x01(\x0b\x32\x18.twinfer.v1.InferRequestH\x00\x12\x34\n\x0bopen_stream\x18\x0f \x01(\x0b\x32\x1d.twinfer.v1.OpenStreamRequestH\x00\x12\x36\n\x0c\x63lose_stream\x18\x10 \x01(\x0b\x32\x1e.twinfer.v1.CloseStreamRequestH\x00\x12\x31\n\tsubscribe\x18\x11 \x01(\x0b\x32\x1c.twinfer.v1.SubscribeRequestH\x00\x12\x35\n\x0bunsubscribe\x18\x12 \x01(\x0b\x32\x1e.twinfer.v1.UnsubscribeRequestH\x00\x42\x06\n\x04\x62ody\"J\n\rLoginResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03\"6\n\x04Pong\x12\x16\n\x0e\x63lient_time_ns\x18\x01 \x01(\x03\x12\x16\n\x0eserver_time_ns\x18\x02 \x01(\x03\"L\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.twinfer.v1.ModelStatus\"O\n\x0eTensorMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06labels\x18\x04 \x03(\t\"\xba\x01\n\x15ModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12*\n\x06inputs\x18\x04 \x03(\x0b\x32\x1a.twinfer.v1.TensorMetadata\x12+\n\x07outputs\x18\x05 \x03(\x0b\x32\x1a.twinfer.v1.TensorMetadata\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\"T\n\rInferResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12#\n\x07outputs\x18\x03 \x03(\x0b\x32\x12.twinfer.v1.Tensor\"=\n\x06Kicked\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.twinfer.v1.ErrorCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc7\x03\n\rServerMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\x05login\x18\n \x01(\x0b\x32\x19.twinfer.v1.LoginResponseH\x00\x12 \n\x04pong\x18\x0b \x01(\x0b\x32\x10.twinfer.v1.PongH\x00\x12\x35\n\x0blist_models\x18\x0c \x01(\x0b\x32\x1e.twinfer.v1.ListModelsResponseH\x00\x12;\n\x0emodel_metadata\x18\r \x01(\x0b\x32!.twinfer.v1.ModelMetadataResponseH\x00\x12*\n\x05infer\x18\x0e \x01(\x0b\x32\x19.twinfer.v1.InferResponseH\x00\x12\"\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x11.twinfer.v1.ErrorH\x00\x12$\n\x06kicked\x18\x10 \x01(\x0b\x32\x12.twinfer.v1.KickedH\x00\x12\x35\n\x0bopen_stream\x18\x11 \x01(\x0b\x32\x1e.twinfer.v1.OpenStreamResponseH\x00\x12+\n\nstream_ack\x18\x12 \x01(\x0b\x32\x15.twinfer.v1.StreamAckH\x00\x42\x06\n\x04\x62ody*\x8e\x04\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x01\x12\x1c\n\x18\x45RROR_CODE_INVALID_FRAME\x10\x02\x12\x1e\n\x1a\x45RROR_CODE_FRAME_TOO_LARGE\x10\x03\x12 \n\x1c\x45RROR_CODE_MALFORMED_MESSAGE\x10\x04\x12\x1e\n\x1a\x45RROR_CODE_UNKNOWN_MESSAGE\x10\x05\x12\x1e\n\x1a\x45RROR_CODE_UNAUTHENTICATED\x10\x06\x12\x1c\n\x18\x45RROR_CODE_INVALID_INPUT\x10\x07\x12\x1e\n\x1a\x45RROR_CODE_MODEL_NOT_FOUND\x10\x08\x12\x1e\n\x1a\x45RROR_CODE_MODEL_NOT_READY\x10\t\x12\x19\n\x15\x45RROR_CODE_OVERLOADED\x10\n\x12\x16\n\x12\x45RROR_CODE_TIMEOUT\x10\x0b\x12\x1f\n\x1b\x45RROR_CODE_INFERENCE_FAILED\x10\x0c\x12\x1f\n\x1b\x45RROR_CODE_SESSION_REPLACED\x10\r\x12\x1b\n\x17\x45RROR_CODE_IDLE_TIMEOUT\x10\x0e\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\x0f\x12 \n\x1c\x45RROR_CODE_PERMISSION_DENIED\x10\x10\x42/\n\x17\x64\x65v.twinfer.protocol.v1\xaa\x02\x13Twinfer.Protocol.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15twinfer/v1/game.proto\x12\ntwinfer.v1\"E\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"=\n\x05\x45rror\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.twinfer.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"2\n\x0cLoginRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x02 \x01(\t\"%\n\x0bPingRequest\x12\x16\n\x0e\x63lient_time_ns\x18\x01 \x01(\x03\"\x13\n\x11ListModelsRequest\"6\n\x14ModelMetadataRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"w\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\"\n\x06inputs\x18\x03 \x03(\x0b\x32\x12.twinfer.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\"I\n\x0cStreamTarget\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x0f\n\x07subject\x18\x04 \x01(\t\"\xf2\x01\n\x11OpenStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0cpixel_format\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12)\n\x07targets\x18\x06 \x03(\x0b\x32\x18.twinfer.v1.StreamTarget\x12\x11\n\tsmoothing\x18\x07 \x01(\x08\x12\x12\n\nmin_cutoff\x18\x08 \x01(\x02\x12\x0c\n\x04\x62\x65ta\x18\t \x01(\x02\x12\x10\n\x08\x64_cutoff\x18\n \x01(\x02\x12\x16\n\x0ewant_landmarks\x18\x0b \x01(\x08\"\xa1\x01\n\x12OpenStreamResponse\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x10\n\x08udp_host\x18\x02 \x01(\t\x12\x10\n\x08udp_port\x18\x03 \x01(\r\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x1a\n\x12max_datagram_bytes\x18\x06 \x01(\r\x12\x1b\n\x13heartbeat_timeout_s\x18\x07 \x01(\x02\"\'\n\x12\x43loseStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\r\"O\n\x10SubscribeRequest\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12(\n\x06target\x18\x02 \x01(\x0b\x32\x18.twinfer.v1.StreamTarget\"Q\n\x12UnsubscribeRequest\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12(\n\x06target\x18\x02 \x01(\x0b\x32\x18.twinfer.v1.StreamTarget\"/\n\tStreamAck\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x0f\n\x07targets\x18\x02 \x01(\r\"\xb9\x02\n\nFaceResult\x12\x0f\n\x07tracked\x18\x01 \x01(\x08\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08head_yaw\x18\x03 \x01(\x02\x12\x12\n\nhead_pitch\x18\x04 \x01(\x02\x12\x11\n\thead_roll\x18\x05 \x01(\x02\x12\x0e\n\x06head_x\x18\x06 \x01(\x02\x12\x0e\n\x06head_y\x18\x07 \x01(\x02\x12\x0e\n\x06head_z\x18\x08 \x01(\x02\x12\x14\n\x0cleft_eye_yaw\x18\t \x01(\x02\x12\x16\n\x0eleft_eye_pitch\x18\n \x01(\x02\x12\x15\n\rright_eye_yaw\x18\x0b \x01(\x02\x12\x17\n\x0fright_eye_pitch\x18\x0c \x01(\x02\x12\x31\n\x0b\x63\x61libration\x18\r \x01(\x0e\x32\x1c.twinfer.v1.CalibrationState\x12\x11\n\tlandmarks\x18\x0e \x03(\x02\"\xbf\x01\n\x0cStreamResult\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0f\x63\x61pture_time_ns\x18\x03 \x01(\x03\x12\x14\n\x0csend_time_ns\x18\x04 \x01(\x03\x12\x0e\n\x06values\x18\x05 \x03(\x02\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12$\n\x04\x66\x61\x63\x65\x18\x08 \x01(\x0b\x32\x16.twinfer.v1.FaceResult\"6\n\x10\x43\x61librateRequest\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x0f\n\x07seconds\x18\x02 \x01(\x02\"i\n\x11\x43\x61librationStatus\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.twinfer.v1.CalibrationState\x12\x14\n\x0cseconds_left\x18\x03 \x01(\x02\"\xa7\x04\n\rClientMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12)\n\x05login\x18\n \x01(\x0b\x32\x18.twinfer.v1.LoginRequestH\x00\x12\'\n\x04ping\x18\x0b \x01(\x0b\x32\x17.twinfer.v1.PingRequestH\x00\x12\x34\n\x0blist_models\x18\x0c \x01(\x0b\x32\x1d.twinfer.v1.ListModelsRequestH\x00\x12:\n\x0emodel_metadata\x18\r \x01(\x0b\x32 .twinfer.v1.ModelMetadataRequestH\x00\x12)\n\x05infer\x18\x0e \x01(\x0b\x32\x18.twinfer.v1.InferRequestH\x00\x12\x34\n\x0bopen_stream\x18\x0f \x01(\x0b\x32\x1d.twinfer.v1.OpenStreamRequestH\x00\x12\x36\n\x0c\x63lose_stream\x18\x10 \x01(\x0b\x32\x1e.twinfer.v1.CloseStreamRequestH\x00\x12\x31\n\tsubscribe\x18\x11 \x01(\x0b\x32\x1c.twinfer.v1.SubscribeRequestH\x00\x12\x35\n\x0bunsubscribe\x18\x12 \x01(\x0b\x32\x1e.twinfer.v1.UnsubscribeRequestH\x00\x12\x31\n\tcalibrate\x18\x13 \x01(\x0b\x32\x1c.twinfer.v1.CalibrateRequestH\x00\x42\x06\n\x04\x62ody\"J\n\rLoginResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03\"6\n\x04Pong\x12\x16\n\x0e\x63lient_time_ns\x18\x01 \x01(\x03\x12\x16\n\x0eserver_time_ns\x18\x02 \x01(\x03\"L\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.twinfer.v1.ModelStatus\"O\n\x0eTensorMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06labels\x18\x04 \x03(\t\"\xba\x01\n\x15ModelMetadataResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12*\n\x06inputs\x18\x04 \x03(\x0b\x32\x1a.twinfer.v1.TensorMetadata\x12+\n\x07outputs\x18\x05 \x03(\x0b\x32\x1a.twinfer.v1.TensorMetadata\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\"T\n\rInferResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12#\n\x07outputs\x18\x03 \x03(\x0b\x32\x12.twinfer.v1.Tensor\"=\n\x06Kicked\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.twinfer.v1.ErrorCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x84\x04\n\rServerMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12*\n\x05login\x18\n \x01(\x0b\x32\x19.twinfer.v1.LoginResponseH\x00\x12 \n\x04pong\x18\x0b \x01(\x0b\x32\x10.twinfer.v1.PongH\x00\x12\x35\n\x0blist_models\x18\x0c \x01(\x0b\x32\x1e.twinfer.v1.ListModelsResponseH\x00\x12;\n\x0emodel_metadata\x18\r \x01(\x0b\x32!.twinfer.v1.ModelMetadataResponseH\x00\x12*\n\x05infer\x18\x0e \x01(\x0b\x32\x19.twinfer.v1.InferResponseH\x00\x12\"\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x11.twinfer.v1.ErrorH\x00\x12$\n\x06kicked\x18\x10 \x01(\x0b\x32\x12.twinfer.v1.KickedH\x00\x12\x35\n\x0bopen_stream\x18\x11 \x01(\x0b\x32\x1e.twinfer.v1.OpenStreamResponseH\x00\x12+\n\nstream_ack\x18\x12 \x01(\x0b\x32\x15.twinfer.v1.StreamAckH\x00\x12;\n\x12\x63\x61libration_status\x18\x13 \x01(\x0b\x32\x1d.twinfer.v1.CalibrationStatusH\x00\x42\x06\n\x04\x62ody*\x8e\x04\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x01\x12\x1c\n\x18\x45RROR_CODE_INVALID_FRAME\x10\x02\x12\x1e\n\x1a\x45RROR_CODE_FRAME_TOO_LARGE\x10\x03\x12 \n\x1c\x45RROR_CODE_MALFORMED_MESSAGE\x10\x04\x12\x1e\n\x1a\x45RROR_CODE_UNKNOWN_MESSAGE\x10\x05\x12\x1e\n\x1a\x45RROR_CODE_UNAUTHENTICATED\x10\x06\x12\x1c\n\x18\x45RROR_CODE_INVALID_INPUT\x10\x07\x12\x1e\n\x1a\x45RROR_CODE_MODEL_NOT_FOUND\x10\x08\x12\x1e\n\x1a\x45RROR_CODE_MODEL_NOT_READY\x10\t\x12\x19\n\x15\x45RROR_CODE_OVERLOADED\x10\n\x12\x16\n\x12\x45RROR_CODE_TIMEOUT\x10\x0b\x12\x1f\n\x1b\x45RROR_CODE_INFERENCE_FAILED\x10\x0c\x12\x1f\n\x1b\x45RROR_CODE_SESSION_REPLACED\x10\r\x12\x1b\n\x17\x45RROR_CODE_IDLE_TIMEOUT\x10\x0e\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\x0f\x12 \n\x1c\x45RROR_CODE_PERMISSION_DENIED\x10\x10*s\n\x10\x43\x61librationState\x12\x1a\n\x16\x43\x41LIBRATION_STATE_NONE\x10\x00\x12!\n\x1d\x43\x41LIBRATION_STATE_CALIBRATING\x10\x01\x12 \n\x1c\x43\x41LIBRATION_STATE_CALIBRATED\x10\x02\x42/\n\x17\x64\x65v.twinfer.protocol.v1\xaa\x02\x13Twinfer.Protocol.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,8 +32,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'twinfer.v1.game_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\027dev.twinfer.protocol.v1\252\002\023Twinfer.Protocol.V1'
-  _globals['_ERRORCODE']._serialized_start=2984
-  _globals['_ERRORCODE']._serialized_end=3510
+  _globals['_ERRORCODE']._serialized_start=3637
+  _globals['_ERRORCODE']._serialized_end=4163
+  _globals['_CALIBRATIONSTATE']._serialized_start=4165
+  _globals['_CALIBRATIONSTATE']._serialized_end=4280
   _globals['_TENSOR']._serialized_start=37
   _globals['_TENSOR']._serialized_end=106
   _globals['_ERROR']._serialized_start=108
@@ -51,37 +53,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMTARGET']._serialized_start=460
   _globals['_STREAMTARGET']._serialized_end=533
   _globals['_OPENSTREAMREQUEST']._serialized_start=536
-  _globals['_OPENSTREAMREQUEST']._serialized_end=754
-  _globals['_OPENSTREAMRESPONSE']._serialized_start=757
-  _globals['_OPENSTREAMRESPONSE']._serialized_end=918
-  _globals['_CLOSESTREAMREQUEST']._serialized_start=920
-  _globals['_CLOSESTREAMREQUEST']._serialized_end=959
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=961
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1040
-  _globals['_UNSUBSCRIBEREQUEST']._serialized_start=1042
-  _globals['_UNSUBSCRIBEREQUEST']._serialized_end=1123
-  _globals['_STREAMACK']._serialized_start=1125
-  _globals['_STREAMACK']._serialized_end=1172
-  _globals['_STREAMRESULT']._serialized_start=1175
-  _globals['_STREAMRESULT']._serialized_end=1328
-  _globals['_CLIENTMESSAGE']._serialized_start=1331
-  _globals['_CLIENTMESSAGE']._serialized_end=1831
-  _globals['_LOGINRESPONSE']._serialized_start=1833
-  _globals['_LOGINRESPONSE']._serialized_end=1907
-  _globals['_PONG']._serialized_start=1909
-  _globals['_PONG']._serialized_end=1963
-  _globals['_MODELSTATUS']._serialized_start=1965
-  _globals['_MODELSTATUS']._serialized_end=2041
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2043
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2104
-  _globals['_TENSORMETADATA']._serialized_start=2106
-  _globals['_TENSORMETADATA']._serialized_end=2185
-  _globals['_MODELMETADATARESPONSE']._serialized_start=2188
-  _globals['_MODELMETADATARESPONSE']._serialized_end=2374
-  _globals['_INFERRESPONSE']._serialized_start=2376
-  _globals['_INFERRESPONSE']._serialized_end=2460
-  _globals['_KICKED']._serialized_start=2462
-  _globals['_KICKED']._serialized_end=2523
-  _globals['_SERVERMESSAGE']._serialized_start=2526
-  _globals['_SERVERMESSAGE']._serialized_end=2981
+  _globals['_OPENSTREAMREQUEST']._serialized_end=778
+  _globals['_OPENSTREAMRESPONSE']._serialized_start=781
+  _globals['_OPENSTREAMRESPONSE']._serialized_end=942
+  _globals['_CLOSESTREAMREQUEST']._serialized_start=944
+  _globals['_CLOSESTREAMREQUEST']._serialized_end=983
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=985
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1064
+  _globals['_UNSUBSCRIBEREQUEST']._serialized_start=1066
+  _globals['_UNSUBSCRIBEREQUEST']._serialized_end=1147
+  _globals['_STREAMACK']._serialized_start=1149
+  _globals['_STREAMACK']._serialized_end=1196
+  _globals['_FACERESULT']._serialized_start=1199
+  _globals['_FACERESULT']._serialized_end=1512
+  _globals['_STREAMRESULT']._serialized_start=1515
+  _globals['_STREAMRESULT']._serialized_end=1706
+  _globals['_CALIBRATEREQUEST']._serialized_start=1708
+  _globals['_CALIBRATEREQUEST']._serialized_end=1762
+  _globals['_CALIBRATIONSTATUS']._serialized_start=1764
+  _globals['_CALIBRATIONSTATUS']._serialized_end=1869
+  _globals['_CLIENTMESSAGE']._serialized_start=1872
+  _globals['_CLIENTMESSAGE']._serialized_end=2423
+  _globals['_LOGINRESPONSE']._serialized_start=2425
+  _globals['_LOGINRESPONSE']._serialized_end=2499
+  _globals['_PONG']._serialized_start=2501
+  _globals['_PONG']._serialized_end=2555
+  _globals['_MODELSTATUS']._serialized_start=2557
+  _globals['_MODELSTATUS']._serialized_end=2633
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2635
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2696
+  _globals['_TENSORMETADATA']._serialized_start=2698
+  _globals['_TENSORMETADATA']._serialized_end=2777
+  _globals['_MODELMETADATARESPONSE']._serialized_start=2780
+  _globals['_MODELMETADATARESPONSE']._serialized_end=2966
+  _globals['_INFERRESPONSE']._serialized_start=2968
+  _globals['_INFERRESPONSE']._serialized_end=3052
+  _globals['_KICKED']._serialized_start=3054
+  _globals['_KICKED']._serialized_end=3115
+  _globals['_SERVERMESSAGE']._serialized_start=3118
+  _globals['_SERVERMESSAGE']._serialized_end=3634
 # @@protoc_insertion_point(module_scope)

@@ -26,6 +26,12 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_IDLE_TIMEOUT: _ClassVar[ErrorCode]
     ERROR_CODE_UNAVAILABLE: _ClassVar[ErrorCode]
     ERROR_CODE_PERMISSION_DENIED: _ClassVar[ErrorCode]
+
+class CalibrationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CALIBRATION_STATE_NONE: _ClassVar[CalibrationState]
+    CALIBRATION_STATE_CALIBRATING: _ClassVar[CalibrationState]
+    CALIBRATION_STATE_CALIBRATED: _ClassVar[CalibrationState]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_INTERNAL: ErrorCode
 ERROR_CODE_INVALID_FRAME: ErrorCode
@@ -43,6 +49,9 @@ ERROR_CODE_SESSION_REPLACED: ErrorCode
 ERROR_CODE_IDLE_TIMEOUT: ErrorCode
 ERROR_CODE_UNAVAILABLE: ErrorCode
 ERROR_CODE_PERMISSION_DENIED: ErrorCode
+CALIBRATION_STATE_NONE: CalibrationState
+CALIBRATION_STATE_CALIBRATING: CalibrationState
+CALIBRATION_STATE_CALIBRATED: CalibrationState
 
 class Tensor(_message.Message):
     __slots__ = ("name", "datatype", "shape", "data")
@@ -117,7 +126,7 @@ class StreamTarget(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class OpenStreamRequest(_message.Message):
-    __slots__ = ("model", "version", "pixel_format", "width", "height", "targets", "smoothing", "min_cutoff", "beta", "d_cutoff")
+    __slots__ = ("model", "version", "pixel_format", "width", "height", "targets", "smoothing", "min_cutoff", "beta", "d_cutoff", "want_landmarks")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PIXEL_FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +137,7 @@ class OpenStreamRequest(_message.Message):
     MIN_CUTOFF_FIELD_NUMBER: _ClassVar[int]
     BETA_FIELD_NUMBER: _ClassVar[int]
     D_CUTOFF_FIELD_NUMBER: _ClassVar[int]
+    WANT_LANDMARKS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     pixel_format: str
@@ -138,7 +148,8 @@ class OpenStreamRequest(_message.Message):
     min_cutoff: float
     beta: float
     d_cutoff: float
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., pixel_format: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[StreamTarget, _Mapping]]] = ..., smoothing: _Optional[bool] = ..., min_cutoff: _Optional[float] = ..., beta: _Optional[float] = ..., d_cutoff: _Optional[float] = ...) -> None: ...
+    want_landmarks: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., pixel_format: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[StreamTarget, _Mapping]]] = ..., smoothing: _Optional[bool] = ..., min_cutoff: _Optional[float] = ..., beta: _Optional[float] = ..., d_cutoff: _Optional[float] = ..., want_landmarks: _Optional[bool] = ...) -> None: ...
 
 class OpenStreamResponse(_message.Message):
     __slots__ = ("stream_id", "udp_host", "udp_port", "key", "labels", "max_datagram_bytes", "heartbeat_timeout_s")
@@ -188,8 +199,40 @@ class StreamAck(_message.Message):
     targets: int
     def __init__(self, stream_id: _Optional[int] = ..., targets: _Optional[int] = ...) -> None: ...
 
+class FaceResult(_message.Message):
+    __slots__ = ("tracked", "score", "head_yaw", "head_pitch", "head_roll", "head_x", "head_y", "head_z", "left_eye_yaw", "left_eye_pitch", "right_eye_yaw", "right_eye_pitch", "calibration", "landmarks")
+    TRACKED_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    HEAD_YAW_FIELD_NUMBER: _ClassVar[int]
+    HEAD_PITCH_FIELD_NUMBER: _ClassVar[int]
+    HEAD_ROLL_FIELD_NUMBER: _ClassVar[int]
+    HEAD_X_FIELD_NUMBER: _ClassVar[int]
+    HEAD_Y_FIELD_NUMBER: _ClassVar[int]
+    HEAD_Z_FIELD_NUMBER: _ClassVar[int]
+    LEFT_EYE_YAW_FIELD_NUMBER: _ClassVar[int]
+    LEFT_EYE_PITCH_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_EYE_YAW_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_EYE_PITCH_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS_FIELD_NUMBER: _ClassVar[int]
+    tracked: bool
+    score: float
+    head_yaw: float
+    head_pitch: float
+    head_roll: float
+    head_x: float
+    head_y: float
+    head_z: float
+    left_eye_yaw: float
+    left_eye_pitch: float
+    right_eye_yaw: float
+    right_eye_pitch: float
+    calibration: CalibrationState
+    landmarks: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, tracked: _Optional[bool] = ..., score: _Optional[float] = ..., head_yaw: _Optional[float] = ..., head_pitch: _Optional[float] = ..., head_roll: _Optional[float] = ..., head_x: _Optional[float] = ..., head_y: _Optional[float] = ..., head_z: _Optional[float] = ..., left_eye_yaw: _Optional[float] = ..., left_eye_pitch: _Optional[float] = ..., right_eye_yaw: _Optional[float] = ..., right_eye_pitch: _Optional[float] = ..., calibration: _Optional[_Union[CalibrationState, str]] = ..., landmarks: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class StreamResult(_message.Message):
-    __slots__ = ("stream_id", "sequence", "capture_time_ns", "send_time_ns", "values", "labels", "model_version")
+    __slots__ = ("stream_id", "sequence", "capture_time_ns", "send_time_ns", "values", "labels", "model_version", "face")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CAPTURE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +240,7 @@ class StreamResult(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FACE_FIELD_NUMBER: _ClassVar[int]
     stream_id: int
     sequence: int
     capture_time_ns: int
@@ -204,10 +248,29 @@ class StreamResult(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[float]
     labels: _containers.RepeatedScalarFieldContainer[str]
     model_version: str
-    def __init__(self, stream_id: _Optional[int] = ..., sequence: _Optional[int] = ..., capture_time_ns: _Optional[int] = ..., send_time_ns: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., labels: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    face: FaceResult
+    def __init__(self, stream_id: _Optional[int] = ..., sequence: _Optional[int] = ..., capture_time_ns: _Optional[int] = ..., send_time_ns: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., labels: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., face: _Optional[_Union[FaceResult, _Mapping]] = ...) -> None: ...
+
+class CalibrateRequest(_message.Message):
+    __slots__ = ("stream_id", "seconds")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    seconds: float
+    def __init__(self, stream_id: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class CalibrationStatus(_message.Message):
+    __slots__ = ("stream_id", "state", "seconds_left")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    state: CalibrationState
+    seconds_left: float
+    def __init__(self, stream_id: _Optional[int] = ..., state: _Optional[_Union[CalibrationState, str]] = ..., seconds_left: _Optional[float] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("request_id", "login", "ping", "list_models", "model_metadata", "infer", "open_stream", "close_stream", "subscribe", "unsubscribe")
+    __slots__ = ("request_id", "login", "ping", "list_models", "model_metadata", "infer", "open_stream", "close_stream", "subscribe", "unsubscribe", "calibrate")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOGIN_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +281,7 @@ class ClientMessage(_message.Message):
     CLOSE_STREAM_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATE_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     login: LoginRequest
     ping: PingRequest
@@ -228,7 +292,8 @@ class ClientMessage(_message.Message):
     close_stream: CloseStreamRequest
     subscribe: SubscribeRequest
     unsubscribe: UnsubscribeRequest
-    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsRequest, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataRequest, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ..., open_stream: _Optional[_Union[OpenStreamRequest, _Mapping]] = ..., close_stream: _Optional[_Union[CloseStreamRequest, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ...) -> None: ...
+    calibrate: CalibrateRequest
+    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsRequest, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataRequest, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ..., open_stream: _Optional[_Union[OpenStreamRequest, _Mapping]] = ..., close_stream: _Optional[_Union[CloseStreamRequest, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., calibrate: _Optional[_Union[CalibrateRequest, _Mapping]] = ...) -> None: ...
 
 class LoginResponse(_message.Message):
     __slots__ = ("session_id", "user", "expires_at_unix")
@@ -313,7 +378,7 @@ class Kicked(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("request_id", "login", "pong", "list_models", "model_metadata", "infer", "error", "kicked", "open_stream", "stream_ack")
+    __slots__ = ("request_id", "login", "pong", "list_models", "model_metadata", "infer", "error", "kicked", "open_stream", "stream_ack", "calibration_status")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOGIN_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +389,7 @@ class ServerMessage(_message.Message):
     KICKED_FIELD_NUMBER: _ClassVar[int]
     OPEN_STREAM_FIELD_NUMBER: _ClassVar[int]
     STREAM_ACK_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_STATUS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     login: LoginResponse
     pong: Pong
@@ -334,4 +400,5 @@ class ServerMessage(_message.Message):
     kicked: Kicked
     open_stream: OpenStreamResponse
     stream_ack: StreamAck
-    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginResponse, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResponse, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataResponse, _Mapping]] = ..., infer: _Optional[_Union[InferResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., kicked: _Optional[_Union[Kicked, _Mapping]] = ..., open_stream: _Optional[_Union[OpenStreamResponse, _Mapping]] = ..., stream_ack: _Optional[_Union[StreamAck, _Mapping]] = ...) -> None: ...
+    calibration_status: CalibrationStatus
+    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginResponse, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResponse, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataResponse, _Mapping]] = ..., infer: _Optional[_Union[InferResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., kicked: _Optional[_Union[Kicked, _Mapping]] = ..., open_stream: _Optional[_Union[OpenStreamResponse, _Mapping]] = ..., stream_ack: _Optional[_Union[StreamAck, _Mapping]] = ..., calibration_status: _Optional[_Union[CalibrationStatus, _Mapping]] = ...) -> None: ...

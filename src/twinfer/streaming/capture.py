@@ -1,5 +1,6 @@
 """`twinfer stream`: the capture side. Opens a stream, sends frames at a steady rate, listens to its own results
-(a native receiver on this machine) and shows a live line: fps sent and received, frames dropped, latency."""
+(a native receiver on this machine) and shows a live line: fps sent and received, frames dropped, latency, and for
+face_tracker streams whether a face is tracked, the head pose and the calibration state."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -19,44 +20,19 @@ from twinfer.client import Client
 from twinfer.client.streams import StreamSender, target
 from twinfer.errors import ConfigError
 from twinfer.protocol import game_pb2
+from twinfer.streaming.frame_sources import open_source
 
-
-def open_source(spec: str, fps: float, size: int = 256) -> Iterator[tuple[np.ndarray, dict[str, float] | None]]:
-    """(frame, driving values) pairs: frames are uint8 GRAY (H,W) or RGB (H,W,3) from synthetic | video:FILE |
-    camera:N; driving values are the blendshapes a synthetic face was rendered with (None for real sources)."""
-    kind, _, arg = spec.partition(":")
-    if kind == "synthetic":
-        from twinfer.sources.synthetic_face import synthetic_frames
-
-        return synthetic_frames(fps, size=size)
-    if kind in ("video", "camera"):
-        try:
-            import cv2
-        except ImportError:
-            raise ConfigError(f"--source {spec}: needs OpenCV (pip install opencv-python-headless)") from None
-        capture = cv2.VideoCapture(int(arg) if kind == "camera" else arg)
-        if not capture.isOpened():
-            raise ConfigError(f"--source {spec}: cannot open it")
-
-        def frames() -> Iterator[np.ndarray]:
-            while True:
-                ok, image = capture.read()
-                if not ok:
-                    if kind == "video":
-                        capture.set(cv2.CAP_PROP_POS_FRAMES, 0)  # loop the file
-                        continue
-                    return
-                yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB), None
-
-        return frames()
-    raise ConfigError(f"--source {spec!r}: expected synthetic, video:FILE or camera:N")
+__all__ = ["open_source", "run_capture"]
 
 
 class _Recorder:
     """JSON lines of what was sent, for `twinfer receive --compare` (or any tool): seq, t (wall clock), values."""
 
     def __init__(self, path: Path | None) -> None:
-        self.file = open(path, "w", encoding="utf-8") if path is not None else None  # noqa: SIM115
+        try:
+            self.file = open(path, "w", encoding="utf-8") if path is not None else None  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"--record {path}: {exc.strerror or exc}") from None
 
     def __enter__(self) -> Self:
         return self
@@ -75,7 +51,24 @@ class _Tally:
     sent: int = 0
     received: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    face: game_pb2.FaceResult | None = None  # the latest result's face (face_tracker streams)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+CALIBRATION_NAMES = {game_pb2.CALIBRATION_STATE_NONE: "not calibrated",
+                     game_pb2.CALIBRATION_STATE_CALIBRATING: "calibrating",
+                     game_pb2.CALIBRATION_STATE_CALIBRATED: "calibrated"}
+
+
+def describe_face(face: game_pb2.FaceResult | None) -> str:
+    """` | face yaw +12 pitch -3 roll +1 deg, calibrated` (empty for streams without a face)."""
+    if face is None:
+        return ""
+    if not face.tracked:
+        return f" | no face, {CALIBRATION_NAMES.get(face.calibration, '?')}"
+    yaw, pitch, roll = (math.degrees(a) for a in (face.head_yaw, face.head_pitch, face.head_roll))
+    return (f" | face yaw {yaw:+4.0f} pitch {pitch:+4.0f} roll {roll:+4.0f} deg, "
+            f"{CALIBRATION_NAMES.get(face.calibration, '?')}")
 
 
 def _listen(sock: socket.socket, tally: _Tally, stop: threading.Event) -> None:
@@ -89,36 +82,60 @@ def _listen(sock: socket.socket, tally: _Tally, stop: threading.Event) -> None:
             return
         result = game_pb2.StreamResult.FromString(data)
         with tally.lock:
+            tally.face = result.face if result.HasField("face") else None
             tally.received += 1
             tally.latencies_ms.append((time.time_ns() - result.capture_time_ns) / 1e6)
 
 
+def _receiver(kind: str, address: str) -> game_pb2.StreamTarget:
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--{kind} {address!r}: expected HOST:PORT")
+    return target(kind, address)
+
+
 def run_capture(server: str, model: str, source: str, fps: float, seconds: float, receivers: list[tuple[str, str]],
                 token: str | None = None, smoothing: bool = False, out=sys.stdout, record: Path | None = None,
-                size: int = 256) -> int:
+                size: int = 256, calibrate_seconds: float | None = None) -> int:
     """Stream `source` to `model`; with `record`, write one JSON line per frame sent (sequence number, wall-clock
-    send time, the synthetic face's driving values) so what receivers got can be compared with what was sent."""
+    send time, the synthetic face's driving values) so what receivers got can be compared with what was sent;
+    with `calibrate_seconds`, ask the server to take the user's neutral face over that long once the stream is
+    open. Local problems (a bad source, --fps 0) raise ConfigError before anything is sent."""
+    if not (math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"--fps {fps:g}: expected a number of frames per second above 0")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"--seconds {seconds:g}: expected a duration above 0")
     host, _, port = server.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--server {server!r}: expected HOST:PORT")
+    if calibrate_seconds is not None and not (math.isfinite(calibrate_seconds) and 0 < calibrate_seconds <= 60):
+        raise ConfigError(f"--calibrate-seconds {calibrate_seconds:g}: expected 0 < seconds <= 60")
+    targets = [_receiver(kind, address) for kind, address in receivers]
     frames = open_source(source, fps, size)
     first, driving = next(frames)
     height, width = first.shape[:2]
     pixel_format = "RGB8" if first.ndim == 3 else "GRAY8"
-    with Client(host, int(port), token=token, client_name="twinfer-stream") as client:
+    with _Recorder(record) as recorder, \
+            Client(host, int(port), token=token, client_name="twinfer-stream") as client:
         local_host = client._sock.getsockname()[0]
         listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         listener.bind((local_host, 0))
-        targets = [target(kind, address) for kind, address in receivers]
         targets.append(target("native", f"{local_host}:{listener.getsockname()[1]}"))
         tally, stop = _Tally(), threading.Event()
         thread = threading.Thread(target=_listen, args=(listener, tally, stop), daemon=True)
         thread.start()
-        with StreamSender(client, model, width, height, pixel_format, targets, smoothing) as sender, \
-                _Recorder(record) as recorder:
+        with StreamSender(client, model, width, height, pixel_format, targets, smoothing) as sender:
             print(f"stream {sender.stream_id}: {width}x{height} {pixel_format} at {fps:g} fps -> {model}, "
                   f"{len(targets) - 1} receiver(s)", file=out)
+            if calibrate_seconds is not None:
+                status = sender.calibrate(calibrate_seconds)
+                print(f"calibrating for {status.seconds_left:g} s: keep a neutral face, look at the camera",
+                      file=out)
             start = time.monotonic()
             next_report, last_sent, last_received, image = start + 1, 0, 0, first
-            while (now := time.monotonic()) < start + seconds:
+            total = max(round(fps * seconds), 1)  # --seconds of content at --fps; a slow machine catches up late
+            while tally.sent < total:
+                now = time.monotonic()
                 due = start + tally.sent / fps
                 if now < due:
                     time.sleep(min(due - now, 0.05))
@@ -126,14 +143,19 @@ def run_capture(server: str, model: str, source: str, fps: float, seconds: float
                 recorder.write(tally.sent, driving)
                 sender.send_frame(image)
                 tally.sent += 1
-                image, driving = next(frames)
+                try:
+                    image, driving = next(frames)
+                except StopIteration:
+                    print("the source ended", file=out)
+                    break
                 if now >= next_report:
                     with tally.lock:
-                        recent = tally.latencies_ms[-int(fps) :] or [float("nan")]
-                        received = tally.received
+                        recent = tally.latencies_ms[-max(int(fps), 1) :] or [float("nan")]
+                        received, face = tally.received, tally.face
                     print(f"sent {tally.sent - last_sent:4d} fps | received {received - last_received:4d} fps | "
                           f"dropped {max(tally.sent - received, 0):5d} | latency p50 "
-                          f"{np.percentile(recent, 50):6.2f} ms p99 {np.percentile(recent, 99):6.2f} ms", file=out)
+                          f"{np.percentile(recent, 50):6.2f} ms p99 {np.percentile(recent, 99):6.2f} ms"
+                          f"{describe_face(face)}", file=out)
                     last_sent, last_received, next_report = tally.sent, received, next_report + 1
             deadline = time.monotonic() + 1.0
             while tally.received < tally.sent and time.monotonic() < deadline:

@@ -158,6 +158,7 @@ class StreamManager:
                         max_frame_bytes=max_frame_bytes(pixel_format, request.width, request.height,
                                                         self.max_datagram_bytes),
                         budget=self.budget)
+        stream.want_landmarks = request.want_landmarks
         for target in targets:
             stream.add_target(target)
         self.streams[stream.id] = stream

@@ -3,16 +3,20 @@ postprocessed and fanned out to every receiver with one inference per frame, in 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twinfer.errors import InvalidInput
+from twinfer.faces.reading import CalibrationState, FaceReading
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.types import InferenceRequest, InferenceResult
 from twinfer.streaming.datagram import KIND_HEARTBEAT, Datagram, Signer
@@ -24,6 +28,15 @@ from twinfer.streaming.stats import StreamStats
 
 log = Logger()
 Address = tuple[str, int]
+MAX_CALIBRATION_SECONDS = 60.0
+
+
+class FaceProcessor(Protocol):
+    """The per-stream state of the face tracker (DESIGN §4), as the stream and its commands see it."""
+
+    calibration_state: CalibrationState
+
+    def calibrate(self, seconds: float) -> CalibrationState: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +94,22 @@ class Stream:
         self.targets: dict[Target, OutputFormat] = {}
         self.last_heard = now
         self.closed = False
+        self.processor: FaceProcessor | None = None  # attached for face_tracker models
+        self.want_landmarks = False  # the client asked for the face landmarks in native results
+        self._first_capture_ns: int | None = None
         self._running = False
         self._waiting: _Frame | None = None
+
+    # --- calibration ----------------------------------------------------------------------------------------------
+
+    def calibrate(self, seconds: float) -> CalibrationState:
+        """Start taking the user's neutral face over `seconds` (0 < s <= 60); the processor owns the state."""
+        if self.processor is None:
+            raise InvalidInput(f"model {self.model} does not track faces; calibration needs face_tracker")
+        if not (math.isfinite(seconds) and 0 < seconds <= MAX_CALIBRATION_SECONDS):
+            raise InvalidInput(f"calibration seconds {seconds!r}: expected 0 < seconds <= "
+                               f"{MAX_CALIBRATION_SECONDS:g}")
+        return self.processor.calibrate(float(seconds))
 
     # --- receivers ----------------------------------------------------------------------------------------------
 
@@ -131,8 +158,7 @@ class Stream:
         values = np.clip(values, 0.0, 1.0)
         if self._smoothing is not None:
             values = self._smoothing(values, frame.capture_time_ns / 1e9).astype(np.float32)
-        out = FrameResult(self.id, frame.sequence, frame.capture_time_ns, time.time_ns(), values, self.labels,
-                          result.version)
+        out = self._result(frame, values, result.version, None)
         encoded: dict[type, list[bytes]] = {}
         for target, fmt in list(self.targets.items()):
             key = (type(fmt), fmt.subject)
@@ -144,6 +170,15 @@ class Stream:
                 self.stats.datagrams_out += 1
         self.stats.frames_out += 1
         self.stats.latency.observe(time.perf_counter() - frame.received_at)
+
+    def _result(self, frame: _Frame, values: np.ndarray, version: str, face: FaceReading | None) -> FrameResult:
+        """The FrameResult every output encodes: landmarks only when asked for, T from the stream's first frame."""
+        if self._first_capture_ns is None:
+            self._first_capture_ns = frame.capture_time_ns
+        if face is not None and face.landmarks is not None and not self.want_landmarks:
+            face = dataclasses.replace(face, landmarks=None)
+        return FrameResult(self.id, frame.sequence, frame.capture_time_ns, time.time_ns(), values, self.labels,
+                           version, face, (frame.capture_time_ns - self._first_capture_ns) / 1e9)
 
     def _failed(self, failure: Failure, frame: _Frame) -> None:
         self.stats.frames_failed += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twinfer.server.commands.base import Command, CommandRegistry, ServerContext
+from twinfer.server.commands.calibrate import CalibrateCommand
 from twinfer.server.commands.infer import InferCommand
 from twinfer.server.commands.login import LoginCommand
 from twinfer.server.commands.model_metadata import ModelMetadataCommand
@@ -25,6 +26,7 @@ COMMANDS: tuple[type[Command], ...] = (
     CloseStreamCommand,
     SubscribeCommand,
     UnsubscribeCommand,
+    CalibrateCommand,
 )
 
 

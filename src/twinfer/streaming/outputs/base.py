@@ -20,6 +20,7 @@ class FrameResult:
     labels: tuple[str, ...]
     model_version: str
     face: FaceReading | None = None  # set by the face tracker: pose, gaze, tracking state
+    stream_seconds: float = 0.0  # capture-clock seconds since the stream's first frame (VMC's /VMC/Ext/T)
 
 
 class OutputFormat(ABC):
