@@ -1,0 +1,85 @@
+"""The three face models as repository models: names, tensors, value ranges and their config.yaml.
+
+One place for the tensor contract, so the demo repository's configs and the tracking steps that fill and read
+the tensors cannot drift apart. All three take NHWC float32 RGB crops (batch first) and are served by the
+`tflite` backend from the MediaPipe 0.10.21 files (Apache-2.0; LICENSE.mediapipe sits beside each version).
+
+| model | input | range | outputs |
+|---|---|---|---|
+| face_detector | input [128,128,3], the frame letterboxed to a square | [-1, 1] | regressors [896,16], classificators [896,1] (logits) |
+| face_landmarks | input_1 [192,192,3], the face ROI crop | [0, 1] | conv2d_21 [1,1,1404] (468 x,y,z in crop pixels), conv2d_31 [1,1,1] (presence logit) |
+| iris_landmarks | input_1 [64,64,3], one eye ROI crop (right-of-image eye mirrored) | [0, 1] | output_eyes_contours_and_brows [213] (71 x,y,z), output_iris [15] (5 x,y,z) |
+
+Ranges are MediaPipe's (face_detection.pbtxt: -1..1; face_landmark and iris_landmark graphs: 0..1) and were
+checked here: on skimage's astronaut the landmark model's presence logit is highest with 0..1 input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FaceModelSpec:
+    """A face model as served: repository name, the wheel's file, tensors (dims without batch), input range."""
+
+    name: str
+    tflite: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    value_range: tuple[float, float]
+    max_batch_size: int
+    note: str
+
+    @property
+    def input(self) -> Tensor:
+        return self.inputs[0]
+
+    def config_yaml(self) -> str:
+        """config.yaml: the tflite backend, batching across streams, tensors; a header with the value range."""
+        config = {
+            "backend": "tflite",
+            "max_batch_size": self.max_batch_size,
+            "dynamic_batching": {"max_queue_delay_us": 500, "preferred_batch_sizes": [4, 8]},
+            "inputs": [{"name": t.name, "datatype": "FP32", "dims": list(t.dims)} for t in self.inputs],
+            "outputs": [{"name": t.name, "datatype": "FP32", "dims": list(t.dims)} for t in self.outputs],
+        }
+        low, high = self.value_range
+        header = (f"# Built by `make models` (twinfer.demo_models) from MediaPipe 0.10.21's {self.tflite}\n"
+                  f"# (Apache-2.0, see 1/LICENSE.mediapipe). Input: NHWC float32 RGB in [{low:g}, {high:g}].\n"
+                  f"# {self.note}\n")
+        return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110)
+
+
+FACE_DETECTOR = FaceModelSpec(
+    "face_detector", "face_detection_short_range.tflite",
+    (Tensor("input", (128, 128, 3)),),
+    (Tensor("regressors", (896, 16)), Tensor("classificators", (896, 1))),
+    (-1.0, 1.0), 16,
+    "BlazeFace short range: per SSD anchor a box and 6 keypoints (in 128-pixel units) and a score logit "
+    "(twinfer.faces.detection decodes them).",
+)
+FACE_LANDMARKS = FaceModelSpec(
+    "face_landmarks", "face_landmark.tflite",
+    (Tensor("input_1", (192, 192, 3)),),
+    (Tensor("conv2d_21", (1, 1, 1404)), Tensor("conv2d_31", (1, 1, 1))),
+    (0.0, 1.0), 32,
+    "468 landmarks x, y, z in crop pixels (z scaled like x) and a face-presence logit (twinfer.faces.crops).",
+)
+IRIS_LANDMARKS = FaceModelSpec(
+    "iris_landmarks", "iris_landmark.tflite",
+    (Tensor("input_1", (64, 64, 3)),),
+    (Tensor("output_eyes_contours_and_brows", (213,)), Tensor("output_iris", (15,))),
+    (0.0, 1.0), 64,
+    "71 eye contour and brow points and 5 iris points (x, y, z in crop pixels); trained on one eye side, so the "
+    "other eye's crop is mirrored (twinfer.faces.crops).",
+)
+FACE_MODELS: tuple[FaceModelSpec, ...] = (FACE_DETECTOR, FACE_LANDMARKS, IRIS_LANDMARKS)
