@@ -10,8 +10,12 @@ the tensors cannot drift apart. All three take NHWC float32 RGB crops (batch fir
 | face_landmarks | input_1 [192,192,3], the face ROI crop | [0, 1] | conv2d_21 [1,1,1404] (468 x,y,z in crop pixels), conv2d_31 [1,1,1] (presence logit) |
 | iris_landmarks | input_1 [64,64,3], one eye ROI crop (right-of-image eye mirrored) | [0, 1] | output_eyes_contours_and_brows [213] (71 x,y,z), output_iris [15] (5 x,y,z) |
 
-Ranges are MediaPipe's (face_detection.pbtxt: -1..1; face_landmark and iris_landmark graphs: 0..1) and were
-checked here: on skimage's astronaut the landmark model's presence logit is highest with 0..1 input.
+Ranges are MediaPipe's (face_detection.pbtxt: ImageToTensor -1..1; iris_landmark_cpu.pbtxt: TfLiteConverter
+with zero_center false, 0..1; the 0.10 face_landmark graph: 0..1). Measured on skimage's astronaut, the landmark
+and iris models barely care (presence logit 26.56 at 0..1 vs 26.78 at -1..1, iris centres within 0.2 px), so
+a range mistake there would not show in tests: keep to MediaPipe's. Which eye is mirrored was measured: with the
+image-right eye (corners 362, 263) mirrored, the iris model's 16 eyelid points sit 0.7 px from the face mesh's
+eyelid landmarks; mirroring the other eye instead puts them 11.5 px off.
 """
 
 from __future__ import annotations
