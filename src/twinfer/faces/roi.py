@@ -83,8 +83,9 @@ def crop(image: np.ndarray, roi: Roi, size: int, border: Border = "replicate", f
     gx = (-grid if flip else grid)[None, :]
     gy = grid[:, None]
     # pixel-index coordinates (centres at integers), float32: exact enough for 8-bit frames up to 4K wide
-    x = (roi.cx - 0.5) + (c * roi.width) * gx - (s * roi.height) * gy
-    y = (roi.cy - 0.5) + (s * roi.width) * gx + (c * roi.height) * gy
+    cx, cy, w, h = (np.float32(v) for v in (roi.cx - 0.5, roi.cy - 0.5, roi.width, roi.height))
+    x = cx + np.float32(c) * w * gx - np.float32(s) * h * gy
+    y = cy + np.float32(s) * w * gx + np.float32(c) * h * gy
     x0f, y0f = np.floor(x), np.floor(y)
     fx, fy = (x - x0f)[..., None], (y - y0f)[..., None]
     x0, y0 = x0f.astype(np.intp), y0f.astype(np.intp)
@@ -101,5 +102,5 @@ def crop(image: np.ndarray, roi: Roi, size: int, border: Border = "replicate", f
             taps.append(values)
     top = taps[0] + (taps[1] - taps[0]) * fx
     bottom = taps[2] + (taps[3] - taps[2]) * fx
-    out = top + (bottom - top) * fy
+    out = (top + (bottom - top) * fy).astype(np.float32, copy=False)
     return out if image.ndim == 3 else out[..., 0]
