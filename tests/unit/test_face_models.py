@@ -195,6 +195,8 @@ def test_crop_samples_the_roi_it_names():
     flipped = crop(np.arange(16, dtype=np.uint8).reshape(4, 4), Roi(2, 2, 4, 4), 4, flip=True)
     np.testing.assert_array_equal(flipped, np.arange(16).reshape(4, 4)[:, ::-1])
     assert crop(image, Roi(-50.0, -50.0, 10.0, 10.0), 4, border="zero").max() == 0
+    # ROIs computed with numpy carry float64 scalars; the crop must stay float32 (LiteRT refuses float64)
+    assert crop(image, Roi(np.float64(25), np.float64(15), np.float64(10), np.float64(10)), 8).dtype == np.float32
 
 
 def test_tracking_finds_landmarks_on_the_face_then_follows_them_without_the_detector(astronaut, infer):
