@@ -5,7 +5,8 @@
 Both runtimes get one thread. Inputs are real crops of skimage's astronaut (and random noise for the tail), so
 parity is measured where it matters. LiteRT batches only by `resize_tensor_input` + `allocate_tensors`; the
 cost of that re-allocation is reported separately (a server alternating batch sizes pays it on each change).
-Each time is the best of five windows (the machine is shared). Prints a markdown table (docs/face_models.md holds the numbers measured for the commit).
+Each time is the best of five windows (the machine is shared). Prints markdown tables (docs/face_models.md
+holds the numbers measured for the commit).
 """
 
 from __future__ import annotations

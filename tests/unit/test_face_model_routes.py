@@ -18,7 +18,8 @@ skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships th
 
 from twinfer.backends import BackendOptions, load_backend  # noqa: E402
 from twinfer.faces.model_convert import FACE_MODEL_FILES, convert_all, convert_one  # noqa: E402
-from twinfer.faces.model_files import DEFAULT_CACHE, WHEEL_SHA256, fetch_face_models, sha256_of  # noqa: E402
+from twinfer.faces.model_files import (DEFAULT_CACHE, WHEEL_NAME, WHEEL_SHA256,  # noqa: E402
+                                       fetch_face_models, sha256_of)
 from twinfer.faces.model_specs import FACE_MODELS  # noqa: E402
 from twinfer.faces.tracking_step import FaceTrackingStep, ModelCall  # noqa: E402
 from twinfer.inference.model_config import ModelConfig, TensorConfig  # noqa: E402
@@ -86,7 +87,7 @@ def test_onnx_conversion_has_a_dynamic_batch(converted):
 
 def test_conversion_is_byte_for_byte_reproducible_across_hash_seeds(converted, tflite_dir, tmp_path):
     """tf2onnx's constant names follow hash-seeded set order; canonical names make the bytes independent of it."""
-    assert sha256_of(CACHE / f"mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl") == WHEEL_SHA256
+    assert sha256_of(CACHE / WHEEL_NAME) == WHEEL_SHA256
     item = FACE_MODEL_FILES[0]
     target = tmp_path / "again.onnx"
     script = ("import sys; from pathlib import Path; from twinfer.faces.model_convert import convert_one; "

@@ -82,7 +82,8 @@ def test_demo_repository_serves_the_pinned_tflite_files_with_their_licence_and_c
         config = load_model_config(repository / spec.name, version / "model.tflite")
         assert config.backend == "tflite" and config.max_batch_size >= 16 and config.dynamic_batching is not None
         assert [t.name for t in config.inputs] == [t.name for t in spec.inputs]
-        assert f"[{spec.value_range[0]:g}, {spec.value_range[1]:g}]" in (repository / spec.name / "config.yaml").read_text()
+        text = (repository / spec.name / "config.yaml").read_text()
+        assert f"[{spec.value_range[0]:g}, {spec.value_range[1]:g}]" in text
 
 
 def test_landmark_and_iris_batch_in_one_invoke_and_the_detector_item_by_item(backends):
@@ -184,7 +185,8 @@ def test_roi_maps_crop_points_to_the_frame_and_back():
     np.testing.assert_allclose(frame[:, 2], points[:, 2] * 60 / 192)  # z scaled like x
     np.testing.assert_allclose(roi.to_crop(frame, 192), points[:, :2], atol=1e-9)
     # the crop's x axis runs along the rotation: the right edge's middle is 30 degrees below the centre's right
-    np.testing.assert_allclose(frame[1, :2], [100 + 30 * math.cos(math.radians(30)), 80 + 30 * math.sin(math.radians(30))])
+    turn = math.radians(30)
+    np.testing.assert_allclose(frame[1, :2], [100 + 30 * math.cos(turn), 80 + 30 * math.sin(turn)])
 
 
 def test_crop_samples_the_roi_it_names():

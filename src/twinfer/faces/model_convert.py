@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_ONNX_DIR, help=f"output folder (default {DEFAULT_ONNX_DIR})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_ONNX_DIR,
+                        help=f"output folder (default {DEFAULT_ONNX_DIR})")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="wheel cache")
     parser.add_argument("--check", action="store_true", help="re-convert into a temporary folder and compare")
     args = parser.parse_args(argv)

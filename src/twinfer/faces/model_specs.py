@@ -4,11 +4,12 @@ One place for the tensor contract, so the demo repository's configs and the trac
 the tensors cannot drift apart. All three take NHWC float32 RGB crops (batch first) and are served by the
 `tflite` backend from the MediaPipe 0.10.21 files (Apache-2.0; LICENSE.mediapipe sits beside each version).
 
-| model | input | range | outputs |
-|---|---|---|---|
-| face_detector | input [128,128,3], the frame letterboxed to a square | [-1, 1] | regressors [896,16], classificators [896,1] (logits) |
-| face_landmarks | input_1 [192,192,3], the face ROI crop | [0, 1] | conv2d_21 [1,1,1404] (468 x,y,z in crop pixels), conv2d_31 [1,1,1] (presence logit) |
-| iris_landmarks | input_1 [64,64,3], one eye ROI crop (right-of-image eye mirrored) | [0, 1] | output_eyes_contours_and_brows [213] (71 x,y,z), output_iris [15] (5 x,y,z) |
+- face_detector: input [128,128,3], the frame letterboxed to a square, in [-1, 1] -> regressors [896,16],
+  classificators [896,1] (score logits);
+- face_landmarks: input_1 [192,192,3], the face ROI crop, in [0, 1] -> conv2d_21 [1,1,1404] (468 x, y, z in
+  crop pixels), conv2d_31 [1,1,1] (face-presence logit);
+- iris_landmarks: input_1 [64,64,3], one eye ROI crop (the image-right eye mirrored), in [0, 1] ->
+  output_eyes_contours_and_brows [213] (71 x, y, z), output_iris [15] (5 x, y, z; the centre first).
 
 Ranges are MediaPipe's (face_detection.pbtxt: ImageToTensor -1..1; iris_landmark_cpu.pbtxt: TfLiteConverter
 with zero_center false, 0..1; the 0.10 face_landmark graph: 0..1). Measured on skimage's astronaut, the landmark
