@@ -107,3 +107,34 @@ def test_instance_threads_each_get_their_own_interpreter_and_the_same_answers(fi
     for k in range(3):
         for got, want in zip(results[k], expected * 5):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_bare_model_tflite_derives_its_config_from_the_file(files, tmp_path):
+    """No config file: names, datatypes and shapes come from the .tflite; its fixed batch of 1 means no batching
+    (resizing is only trusted where a config asks for batching and the probe agrees)."""
+    from twinfer.inference.config_loading import load_model_config
+
+    version = tmp_path / "iris" / "1"
+    version.mkdir(parents=True)
+    (version / "model.tflite").write_bytes((files / "iris_landmark.tflite").read_bytes())
+    config = load_model_config(tmp_path / "iris", version / "model.tflite")
+    assert config.backend == "tflite" and config.max_batch_size == 0
+    assert [(t.name, t.datatype, t.dims) for t in config.inputs] == [("input_1", "FP32", (1, 64, 64, 3))]
+    assert [(t.name, t.dims) for t in config.outputs] == [("output_eyes_contours_and_brows", (1, 213)),
+                                                          ("output_iris", (1, 15))]
+    backend = load_backend(config, version / "model.tflite", BackendOptions())
+    out = backend.run({"input_1": np.zeros((1, 64, 64, 3), np.float32)}, ["output_iris"])
+    assert out["output_iris"].shape == (1, 15)
+
+
+def test_a_config_yaml_over_a_tflite_keeps_its_batching_and_dims(files, tmp_path):
+    from twinfer.faces.model_specs import IRIS_LANDMARKS
+    from twinfer.inference.config_loading import load_model_config
+
+    version = tmp_path / "iris" / "1"
+    version.mkdir(parents=True)
+    (version / "model.tflite").write_bytes((files / "iris_landmark.tflite").read_bytes())
+    (tmp_path / "iris" / "config.yaml").write_text(IRIS_LANDMARKS.config_yaml())
+    config = load_model_config(tmp_path / "iris", version / "model.tflite")
+    assert config.max_batch_size == IRIS_LANDMARKS.max_batch_size
+    assert config.inputs[0].dims == (64, 64, 3) and config.output("output_iris").dims == (15,)

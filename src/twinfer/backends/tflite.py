@@ -59,6 +59,23 @@ class _Runner:
         return {name: self.interpreter.get_tensor(self.outputs[name]["index"]).copy() for name in outputs}
 
 
+def tflite_signature(path: Path) -> dict[str, dict[str, tuple[str, tuple[int, ...] | None]]]:
+    """{"inputs"|"outputs": name -> (datatype, full shape)} as the .tflite declares them (-1 where its shape
+    signature is dynamic). A file that fixes batch 1 derives a config without batching: resizing is only safe
+    where the load-time probe says so, which needs a config that asks for batching (max_batch_size > 0)."""
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=1)
+    except (ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{path}: not a loadable .tflite ({' '.join(str(exc).split())[:300]})") from None
+
+    def describe(detail: dict[str, Any]) -> tuple[str, tuple[int, ...] | None]:
+        shape = detail.get("shape_signature", detail["shape"])
+        return from_numpy_dtype(np.dtype(detail["dtype"])), tuple(int(d) for d in shape)
+
+    return {"inputs": {d["name"]: describe(d) for d in interpreter.get_input_details()},
+            "outputs": {d["name"]: describe(d) for d in interpreter.get_output_details()}}
+
+
 class TFLiteBackend:
     def __init__(self, config: ModelConfig, model_file: Path, options: BackendOptions) -> None:
         self._config = config
