@@ -266,6 +266,23 @@ def test_no_face_means_no_landmarks_and_low_presence_drops_tracking(astronaut, i
         step.iris_call(cat)
 
 
+def test_track_async_awaits_each_call_like_the_facades_deferreds(astronaut, infer):
+    from twisted.internet.defer import ensureDeferred, succeed
+
+    step = FaceTrackingStep()
+    awaited: list[str] = []
+
+    def deferred_infer(call: ModelCall):
+        awaited.append(call.model)
+        return succeed(infer(call))
+
+    results: list = []
+    ensureDeferred(step.track_async(astronaut, deferred_infer)).addCallback(results.append)
+    [face] = results
+    assert awaited == ["face_detector", "face_landmarks", "iris_landmarks"]
+    np.testing.assert_allclose(face.landmarks, FaceTrackingStep().track(astronaut, infer).landmarks, atol=1e-6)
+
+
 @pytest.mark.parametrize("degrees", [20.0, -20.0])
 def test_roi_rotation_follows_an_in_plane_turn_of_the_head(astronaut, infer, degrees):
     """Measured: the landmark ROI (eye corners 33 -> 263, what tracking uses) turns by 19.2 and -20.6 degrees; the

