@@ -266,6 +266,20 @@ def test_no_face_means_no_landmarks_and_low_presence_drops_tracking(astronaut, i
         step.iris_call(cat)
 
 
+def test_grey_and_rgba_frames_track_like_rgb(astronaut, infer):
+    from twinfer.faces.tracking_step import as_rgb
+
+    grey = astronaut.mean(axis=2).round().astype(np.uint8)
+    rgba = np.concatenate([astronaut, np.full((*astronaut.shape[:2], 1), 255, np.uint8)], axis=2)
+    assert as_rgb(rgba).shape == as_rgb(grey).shape == as_rgb(grey[..., None]).shape == astronaut.shape
+    face = FaceTrackingStep().track(grey, infer)
+    assert face is not None and face.presence > 0.9
+    np.testing.assert_allclose(FaceTrackingStep().track(rgba, infer).landmarks,
+                               FaceTrackingStep().track(astronaut, infer).landmarks, atol=1e-6)
+    with pytest.raises(ValueError, match="HxWx3"):
+        as_rgb(np.zeros((4, 4, 2), np.uint8))
+
+
 def test_track_async_awaits_each_call_like_the_facades_deferreds(astronaut, infer):
     from twisted.internet.defer import ensureDeferred, succeed
 

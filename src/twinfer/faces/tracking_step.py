@@ -1,6 +1,7 @@
 """Per stream, per frame: the vision steps before the solver, as separate calls around the three model calls.
 
-A stream's processor owns one `FaceTrackingStep`. For each frame (HxWx3 uint8 RGB):
+A stream's processor owns one `FaceTrackingStep`. For each frame (HxWx3 uint8 RGB; `as_rgb` turns grey or
+RGBA frames into that, `track` does it itself):
 
 1. `detection_call(frame)` -> a `ModelCall` for `face_detector`, or None while a face is tracked (the ROI then
    comes from the previous frame's landmarks, as in MediaPipe); its outputs go to `accept_detection`, which
@@ -34,6 +35,17 @@ from twinfer.faces.model_specs import FACE_DETECTOR, FACE_LANDMARKS, IRIS_LANDMA
 from twinfer.faces.roi import Roi
 
 Outputs = dict[str, np.ndarray]
+
+
+def as_rgb(frame: np.ndarray) -> np.ndarray:
+    """An HxWx3 view of a camera frame: grey (HxW or HxWx1) is repeated, RGBA drops its alpha."""
+    if frame.ndim == 2:
+        frame = frame[..., None]
+    if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4):
+        raise ValueError(f"a frame is HxW, HxWx1, HxWx3 or HxWx4; got shape {frame.shape}")
+    if frame.shape[2] == 1:
+        return np.repeat(frame, 3, axis=2)
+    return frame[..., :3]
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,7 @@ class FaceTrackingStep:
 
     def track(self, frame: np.ndarray, infer: Callable[[ModelCall], Outputs]) -> TrackedFace | None:
         """Run the frame's steps with a blocking `infer`; None when no face is found or presence drops."""
+        frame = as_rgb(frame)
         call = self.detection_call(frame)
         if call is not None and self.accept_detection(infer(call)) is None:
             return None
@@ -172,6 +185,7 @@ class FaceTrackingStep:
     async def track_async(self, frame: np.ndarray,
                           infer: Callable[[ModelCall], Awaitable[Outputs]]) -> TrackedFace | None:
         """`track` with an awaitable `infer` (the facade's Deferreds, inside `ensureDeferred`)."""
+        frame = as_rgb(frame)
         call = self.detection_call(frame)
         if call is not None and self.accept_detection(await infer(call)) is None:
             return None
@@ -181,4 +195,4 @@ class FaceTrackingStep:
         return self.accept_iris(await infer(self.iris_call(frame)))
 
 
-__all__ = ["Detection", "FaceTrackingStep", "ModelCall", "StepOrderError", "TrackedFace"]
+__all__ = ["Detection", "FaceTrackingStep", "ModelCall", "StepOrderError", "TrackedFace", "as_rgb"]
