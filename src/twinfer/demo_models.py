@@ -151,13 +151,18 @@ def _face_model_steps(root: Path) -> list[tuple[Path, Callable[[Path], None]]]:
     def copier(name: str, check: Callable[[Path], None] | None = None) -> Callable[[Path], None]:
         return lambda path: write_atomically(path, lambda tmp: tmp.write_bytes(source(name).read_bytes()), check)
 
+    def config_writer(text: str) -> Callable[[Path], None]:
+        def write(path: Path) -> None:
+            source(LICENSE_MEMBER.name)  # fetch first: a failed download writes nothing of the model
+            write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+        return write
+
     steps: list[tuple[Path, Callable[[Path], None]]] = []
     for spec in FACE_MODELS:
         version = root / spec.name / "1"
         steps += [  # the model file last: a watching server sees a complete model directory or none
-            (root / spec.name / "config.yaml",
-             lambda path, text=spec.config_yaml(): write_atomically(
-                 path, lambda tmp: tmp.write_text(text, encoding="utf-8"))),
+            (root / spec.name / "config.yaml", config_writer(spec.config_yaml())),
             (version / LICENSE_MEMBER.name, copier(LICENSE_MEMBER.name)),
             (version / "model.tflite", copier(spec.tflite, _runs_in_litert)),
         ]
@@ -195,7 +200,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="model repository to write (default: models)")
     parser.add_argument("--force", action="store_true", help="rebuild files that already exist")
     args = parser.parse_args(argv)
-    written = build_repository(args.directory, args.force)
+    from twinfer.faces.model_files import FaceModelFetchError
+
+    try:
+        written = build_repository(args.directory, args.force)
+    except FaceModelFetchError as error:  # the one download: say why in one line, not a traceback
+        print(f"demo_models: face models: {error}", file=sys.stderr)
+        return 1
     for path in written:
         print(f"wrote {path}")
     if not written:

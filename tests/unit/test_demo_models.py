@@ -113,6 +113,17 @@ def test_cli_builds_then_reports_nothing_to_do(tmp_path, capsys):
     assert "already built" in capsys.readouterr().out
 
 
+def test_a_face_model_download_that_fails_is_one_line_and_leaves_no_face_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TWINFER_FACE_MODEL_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens on the discard port
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    assert main([str(tmp_path / "repo")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip download mediapipe==0.10.21 failed" in err
+    assert not (tmp_path / "repo" / "face_detector").exists()
+
+
 def test_arkit_names_are_the_canonical_52():
     assert len(ARKIT_BLENDSHAPES) == 52 and len(set(ARKIT_BLENDSHAPES)) == 52
     assert ARKIT_BLENDSHAPES[0] == "eyeBlinkLeft" and ARKIT_BLENDSHAPES[17] == "jawOpen"
