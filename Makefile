@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv models run test fuzz proto readme ship-face-model bench bench-quick bench-tcp bench-kserve bench-streams bench-bot clean
+.PHONY: venv models face-models run test fuzz proto readme ship-face-model bench bench-quick bench-tcp bench-kserve bench-streams bench-bot clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 
 models: $(STAMP)
 	$(BIN)/python -m twinfer.demo_models models
+
+# The MediaPipe face .tflite files and licence from the pinned wheel into build/face_models (make models does this too).
+face-models: $(STAMP)
+	$(BIN)/python tools/fetch_face_models.py
 
 run: models
 	$(BIN)/twinfer serve --model-repository models --insecure-dev $(ARGS)

@@ -8,6 +8,10 @@
   The model trained by `twinfer train face-blendshapes` on synthetic faces, shipped in the package
   (twinfer/data/face_blendshapes: model.onnx and its model card, under 1 MB) and copied in as version 1, with its
   config (batching, labels, validation gate) and the held-out validation set, rendered here from a fixed seed.
+- `face_detector`, `face_landmarks`, `iris_landmarks`: MediaPipe 0.10.21's BlazeFace, face mesh and iris models
+  (Apache-2.0), served by the `tflite` backend. The one build step that downloads: the pinned mediapipe wheel,
+  once, into build/mediapipe-wheel (sha256-checked, never imported; twinfer.faces.model_files). Each version
+  directory gets the .tflite as model.tflite and the licence; config.yaml comes from twinfer.faces.model_specs.
 
 Every file is written to a temporary name beside its target and renamed into place, and a model is renamed only
 after ONNX Runtime has loaded it and run a zero input: a server watching the repository never sees half a file,
@@ -51,6 +55,18 @@ def _runs_in_onnxruntime(inputs: dict[str, np.ndarray]) -> Callable[[Path], None
         session.run(None, inputs)
 
     return check
+
+
+def _runs_in_litert(path: Path) -> None:
+    """A check that LiteRT loads and runs a .tflite (skipped where the `tflite` extra is not installed: the
+    server then refuses the model with a message naming the extra)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    interpreter.invoke()
 
 
 def _save_model(model: onnx.ModelProto, path: Path, sample_inputs: dict[str, np.ndarray]) -> None:
@@ -118,6 +134,41 @@ def write_face_validation_set(path: Path) -> None:
     write_validation_set(path, 128)
 
 
+def _face_model_steps(root: Path) -> list[tuple[Path, Callable[[Path], None]]]:
+    """model.tflite, its licence and config.yaml for each face model, from the pinned wheel (fetched once)."""
+    from twinfer.faces.model_files import DEFAULT_CACHE, LICENSE_MEMBER, cached_wheel, extract
+    from twinfer.faces.model_specs import FACE_MODELS
+
+    extracted: dict[str, Path] = {}
+
+    def source(name: str) -> Path:
+        if "dir" not in extracted:
+            cache = Path(os.environ.get("TWINFER_FACE_MODEL_CACHE", DEFAULT_CACHE))
+            extract(cached_wheel(cache), cache / "extracted")
+            extracted["dir"] = cache / "extracted"
+        return extracted["dir"] / name
+
+    def copier(name: str, check: Callable[[Path], None] | None = None) -> Callable[[Path], None]:
+        return lambda path: write_atomically(path, lambda tmp: tmp.write_bytes(source(name).read_bytes()), check)
+
+    def config_writer(text: str) -> Callable[[Path], None]:
+        def write(path: Path) -> None:
+            source(LICENSE_MEMBER.name)  # fetch first: a failed download writes nothing of the model
+            write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+        return write
+
+    steps: list[tuple[Path, Callable[[Path], None]]] = []
+    for spec in FACE_MODELS:
+        version = root / spec.name / "1"
+        steps += [  # the model file last: a watching server sees a complete model directory or none
+            (root / spec.name / "config.yaml", config_writer(spec.config_yaml())),
+            (version / LICENSE_MEMBER.name, copier(LICENSE_MEMBER.name)),
+            (version / "model.tflite", copier(spec.tflite, _runs_in_litert)),
+        ]
+    return steps
+
+
 def build_repository(root: Path, force: bool = False) -> list[Path]:
     """Write the demo repository under `root`; returns the files written (existing ones are kept unless force).
 
@@ -131,6 +182,7 @@ def build_repository(root: Path, force: bool = False) -> list[Path]:
         (root / "face_blendshapes" / "validation.npz", write_face_validation_set),
         (root / "face_blendshapes" / "config.yaml",
          lambda path: write_atomically(path, lambda tmp: tmp.write_text(face_config_text(), encoding="utf-8"))),
+        *_face_model_steps(root),
     ]
     written: list[Path] = []
     for path, build in steps:
@@ -148,7 +200,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="model repository to write (default: models)")
     parser.add_argument("--force", action="store_true", help="rebuild files that already exist")
     args = parser.parse_args(argv)
-    written = build_repository(args.directory, args.force)
+    from twinfer.faces.model_files import FaceModelFetchError
+
+    try:
+        written = build_repository(args.directory, args.force)
+    except FaceModelFetchError as error:  # the one download: say why in one line, not a traceback
+        print(f"demo_models: face models: {error}", file=sys.stderr)
+        return 1
     for path in written:
         print(f"wrote {path}")
     if not written:

@@ -76,9 +76,11 @@ def test_face_config_has_labels_batching_and_the_gate_with_its_validation_set(tm
 
 def test_second_build_rewrites_nothing_and_force_rewrites_everything(tmp_path):
     written = build_repository(tmp_path)
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+    faces = [f"{name}/{file}" for name in ("face_detector", "face_landmarks", "iris_landmarks")
+             for file in ("1/LICENSE.mediapipe", "1/model.tflite", "config.yaml")]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == sorted([
         "face_blendshapes/1/model.onnx", "face_blendshapes/config.yaml", "face_blendshapes/validation.npz",
-        "tiny/1/model.onnx"]
+        "tiny/1/model.onnx", *faces])
     mtimes = {p: p.stat().st_mtime_ns for p in written}
     assert build_repository(tmp_path) == []
     assert {p: p.stat().st_mtime_ns for p in written} == mtimes
@@ -106,9 +108,20 @@ def test_a_model_onnxruntime_cannot_run_is_never_left_behind(tmp_path, monkeypat
 
 def test_cli_builds_then_reports_nothing_to_do(tmp_path, capsys):
     assert main([str(tmp_path / "repo")]) == 0
-    assert capsys.readouterr().out.count("wrote ") == 4
+    assert capsys.readouterr().out.count("wrote ") == 4 + 3 * 3  # tiny, face_blendshapes, three face models
     assert main([str(tmp_path / "repo")]) == 0
     assert "already built" in capsys.readouterr().out
+
+
+def test_a_face_model_download_that_fails_is_one_line_and_leaves_no_face_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TWINFER_FACE_MODEL_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens on the discard port
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    assert main([str(tmp_path / "repo")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip download mediapipe==0.10.21 failed" in err
+    assert not (tmp_path / "repo" / "face_detector").exists()
 
 
 def test_arkit_names_are_the_canonical_52():

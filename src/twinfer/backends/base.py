@@ -6,6 +6,8 @@ Backends by name (Triton's names accepted too, so a Triton config.pbtxt works un
   The `torch` extra.
 - `tensorflow` (`tensorflow_savedmodel`, `tensorflow_keras`, `tf`): model.savedmodel/ (a SavedModel directory) or
   model.keras (Keras v3). The `tensorflow` extra.
+- `tflite` (`litert`, `tensorflowlite`): model.tflite through LiteRT (`ai-edge-litert`, no TensorFlow). The
+  `tflite` extra.
 The heavy libraries are imported only when such a model loads, so the server starts fast without them.
 """
 
@@ -42,14 +44,16 @@ ALIASES = {
     "pytorch": "pytorch", "pytorch_libtorch": "pytorch", "torch": "pytorch", "libtorch": "pytorch",
     "tensorflow": "tensorflow", "tensorflow_savedmodel": "tensorflow", "tensorflow_keras": "tensorflow",
     "tf": "tensorflow",
+    "tflite": "tflite", "litert": "tflite", "tensorflowlite": "tflite",
 }
 # The files each backend loads, in the order they are looked for in a version directory.
 MODEL_FILES = {
     "onnxruntime": ("model.onnx",),
     "pytorch": ("model.pt2", "model.pt"),
     "tensorflow": ("model.savedmodel", "model.keras"),
+    "tflite": ("model.tflite",),
 }
-EXTRAS = {"pytorch": "torch", "tensorflow": "tensorflow"}
+EXTRAS = {"pytorch": "torch", "tensorflow": "tensorflow", "tflite": "tflite"}
 
 
 def canonical_backend(name: str) -> str | None:
@@ -74,6 +78,8 @@ def load_backend(config: ModelConfig, model_file: Path, options: BackendOptions)
             from twinfer.backends.onnx import OnnxBackend as cls
         elif backend == "pytorch":
             from twinfer.backends.pytorch import TorchBackend as cls
+        elif backend == "tflite":
+            from twinfer.backends.tflite import TFLiteBackend as cls
         else:
             from twinfer.backends.tensorflow import TensorFlowBackend as cls
     except ImportError as exc:

@@ -110,13 +110,27 @@ def _read_saved_model(path: Path) -> _Signature:
         raise ConfigError(str(exc)) from None
 
 
+def _read_tflite(path: Path) -> _Signature:
+    try:
+        from twinfer.backends.tflite import tflite_signature
+    except ImportError as exc:
+        raise ConfigError(f"{path}: a .tflite needs the `tflite` extra: pip install 'twinfer[tflite]' "
+                          f"({exc})") from None
+    try:
+        return _Signature(path, tflite_signature(path))
+    except ModelLoadError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _read_signature(path: Path) -> _Signature | None:
-    """The signature of a model file that declares one (ONNX, SavedModel); None for TorchScript, .pt2 and .keras,
-    whose configs list their tensors."""
+    """The signature of a model file that declares one (ONNX, SavedModel, TFLite); None for TorchScript, .pt2 and
+    .keras, whose configs list their tensors."""
     if path.suffix == ".onnx":
         return _read_onnx(path)
     if path.suffix == ".savedmodel":
         return _read_saved_model(path)
+    if path.suffix == ".tflite":
+        return _read_tflite(path)
     return None
 
 
