@@ -169,6 +169,39 @@ def _face_model_steps(root: Path) -> list[tuple[Path, Callable[[Path], None]]]:
     return steps
 
 
+FACE_TRACKER_HEADER = (
+    "# The real-face tracker (twinfer.streaming.face_processor): open a stream on it and every frame runs\n"
+    "# face_detector (only while no face is tracked), face_landmarks and iris_landmarks through the facade, then\n"
+    "# the solver (52 ARKit blendshapes, head pose, gaze, calibration). Plain infer requests are refused: a\n"
+    "# tracker's state lives with its stream. 1/tracker.yaml holds the solver's settings.\n"
+)
+
+
+def face_tracker_config_text() -> str:
+    import yaml
+
+    config = {
+        "backend": "face_tracker",
+        "max_batch_size": 0,
+        "warmup": False,
+        "parameters": {"detector": "face_detector", "landmarks": "face_landmarks", "iris": "iris_landmarks"},
+        "inputs": [{"name": "image", "datatype": "UINT8", "dims": [-1, -1, 3]}],
+        "outputs": [{"name": "blendshapes", "datatype": "FP32", "dims": [len(ARKIT_BLENDSHAPES)],
+                     "labels": list(ARKIT_BLENDSHAPES)}],
+    }
+    return FACE_TRACKER_HEADER + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110)
+
+
+TRACKER_SETTINGS = ("# The face solver's settings (twinfer.faces.solver.FaceSolver)\n"
+                    "score_threshold: 0.5   # below this face-present score a frame counts as no face\n"
+                    "hfov_deg: 60           # the camera's horizontal field of view, for the head's distance\n"
+                    "ease_s: 0.5            # once the face is lost, values ease to neutral over this\n")
+
+
+def _text_writer(text: str) -> Callable[[Path], None]:
+    return lambda path: write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def build_repository(root: Path, force: bool = False) -> list[Path]:
     """Write the demo repository under `root`; returns the files written (existing ones are kept unless force).
 
@@ -183,6 +216,8 @@ def build_repository(root: Path, force: bool = False) -> list[Path]:
         (root / "face_blendshapes" / "config.yaml",
          lambda path: write_atomically(path, lambda tmp: tmp.write_text(face_config_text(), encoding="utf-8"))),
         *_face_model_steps(root),
+        (root / "face_tracker" / "config.yaml", _text_writer(face_tracker_config_text())),
+        (root / "face_tracker" / "1" / "tracker.yaml", _text_writer(TRACKER_SETTINGS)),
     ]
     written: list[Path] = []
     for path, build in steps:

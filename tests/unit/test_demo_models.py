@@ -80,7 +80,7 @@ def test_second_build_rewrites_nothing_and_force_rewrites_everything(tmp_path):
              for file in ("1/LICENSE.mediapipe", "1/model.tflite", "config.yaml")]
     assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == sorted([
         "face_blendshapes/1/model.onnx", "face_blendshapes/config.yaml", "face_blendshapes/validation.npz",
-        "tiny/1/model.onnx", *faces])
+        "tiny/1/model.onnx", *faces, "face_tracker/config.yaml", "face_tracker/1/tracker.yaml"])
     mtimes = {p: p.stat().st_mtime_ns for p in written}
     assert build_repository(tmp_path) == []
     assert {p: p.stat().st_mtime_ns for p in written} == mtimes
@@ -108,7 +108,7 @@ def test_a_model_onnxruntime_cannot_run_is_never_left_behind(tmp_path, monkeypat
 
 def test_cli_builds_then_reports_nothing_to_do(tmp_path, capsys):
     assert main([str(tmp_path / "repo")]) == 0
-    assert capsys.readouterr().out.count("wrote ") == 4 + 3 * 3  # tiny, face_blendshapes, three face models
+    assert capsys.readouterr().out.count("wrote ") == 4 + 3 * 3 + 2  # tiny, face_blendshapes, 3 face models, tracker
     assert main([str(tmp_path / "repo")]) == 0
     assert "already built" in capsys.readouterr().out
 

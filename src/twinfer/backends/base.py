@@ -4,6 +4,8 @@ Backends by name (Triton's names accepted too, so a Triton config.pbtxt works un
 - `onnxruntime` (`onnxruntime_onnx`, `onnx`): model.onnx. Always installed.
 - `pytorch` (`pytorch_libtorch`, `torch`, `libtorch`): model.pt (TorchScript) or model.pt2 (`torch.export`).
   The `torch` extra.
+- `face_tracker`: tracker.yaml. Not a graph: the entry that makes a stream track faces with the models it names
+  (twinfer.streaming.face_processor); plain infer requests are refused with a message.
 - `tensorflow` (`tensorflow_savedmodel`, `tensorflow_keras`, `tf`): model.savedmodel/ (a SavedModel directory) or
   model.keras (Keras v3). The `tensorflow` extra.
 - `tflite` (`litert`, `tensorflowlite`): model.tflite through LiteRT (`ai-edge-litert`, no TensorFlow). The
@@ -45,6 +47,7 @@ ALIASES = {
     "tensorflow": "tensorflow", "tensorflow_savedmodel": "tensorflow", "tensorflow_keras": "tensorflow",
     "tf": "tensorflow",
     "tflite": "tflite", "litert": "tflite", "tensorflowlite": "tflite",
+    "face_tracker": "face_tracker",
 }
 # The files each backend loads, in the order they are looked for in a version directory.
 MODEL_FILES = {
@@ -52,6 +55,7 @@ MODEL_FILES = {
     "pytorch": ("model.pt2", "model.pt"),
     "tensorflow": ("model.savedmodel", "model.keras"),
     "tflite": ("model.tflite",),
+    "face_tracker": ("tracker.yaml",),  # a stream's face tracker: its settings, the models it calls
 }
 EXTRAS = {"pytorch": "torch", "tensorflow": "tensorflow", "tflite": "tflite"}
 
@@ -80,6 +84,10 @@ def load_backend(config: ModelConfig, model_file: Path, options: BackendOptions)
             from twinfer.backends.pytorch import TorchBackend as cls
         elif backend == "tflite":
             from twinfer.backends.tflite import TFLiteBackend as cls
+        elif backend == "face_tracker":
+            from twinfer.backends.face_tracker import FaceTrackerBackend
+
+            return FaceTrackerBackend(config, model_file)
         else:
             from twinfer.backends.tensorflow import TensorFlowBackend as cls
     except ImportError as exc:

@@ -109,6 +109,11 @@ class ModelVersion:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def backend(self) -> Backend:
+        """The loaded backend (read-only: what a front-end may learn of a version, e.g. a tracker's settings)."""
+        return self._backend
+
     def _execute(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> Deferred[tuple[Outputs, int]]:
         return self._pool.run(_timed_run, self._backend, inputs, outputs)
 

@@ -19,6 +19,12 @@ from twinfer.inference.facade import InferenceFacade
 from twinfer.protocol import game_pb2
 from twinfer.security.receivers import ReceiverPolicy
 from twinfer.streaming import datagram as dg
+from twinfer.streaming.face_processor import (
+    FACE_TRACKER_BACKEND,
+    FaceTrackerProcessor,
+    TrackerModels,
+    solver_from,
+)
 from twinfer.streaming.one_euro import DEFAULT_BETA, DEFAULT_D_CUTOFF, DEFAULT_MIN_CUTOFF, OneEuroFilter
 from twinfer.streaming.outputs import DEFAULT_PORTS, FORMATS
 from twinfer.streaming.preprocess import PIXEL_FORMATS, image_layout
@@ -159,6 +165,11 @@ class StreamManager:
                                                         self.max_datagram_bytes),
                         budget=self.budget)
         stream.want_landmarks = request.want_landmarks
+        if config.backend == FACE_TRACKER_BACKEND:
+            stream.processor = FaceTrackerProcessor(
+                self.facade, self._run_blocking, TrackerModels.from_parameters(config.parameters), pixel_format,
+                request.width, request.height, str(version.version), solver_from(version.backend),
+                want_landmarks=request.want_landmarks)
         for target in targets:
             stream.add_target(target)
         self.streams[stream.id] = stream

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -35,8 +36,11 @@ class FaceProcessor(Protocol):
     """The per-stream state of the face tracker (DESIGN §4), as the stream and its commands see it."""
 
     calibration_state: CalibrationState
+    version: str  # of the face_tracker model the stream opened
 
     def calibrate(self, seconds: float) -> CalibrationState: ...
+
+    def process(self, pixels: bytes, capture_time_ns: int) -> Deferred[FaceReading]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +148,15 @@ class Stream:
 
     def _start(self, frame: _Frame) -> None:
         self._running = True
-        d = self._run_blocking(preprocess, frame.pixels, self.pixel_format, self.width, self.height, self._layout,
-                               self._batched)
-        d.addCallback(lambda tensor: self._facade.infer(
-            InferenceRequest(self.model, {self._layout.input_name: tensor}, self.version, [self._output_name])))
-        d.addCallbacks(self._inferred, self._failed, callbackArgs=(frame,), errbackArgs=(frame,))
+        if self.processor is not None:
+            d = self.processor.process(frame.pixels, frame.capture_time_ns)
+            d.addCallbacks(self._tracked, self._failed, callbackArgs=(frame,), errbackArgs=(frame,))
+        else:
+            d = self._run_blocking(preprocess, frame.pixels, self.pixel_format, self.width, self.height,
+                                   self._layout, self._batched)
+            d.addCallback(lambda tensor: self._facade.infer(
+                InferenceRequest(self.model, {self._layout.input_name: tensor}, self.version, [self._output_name])))
+            d.addCallbacks(self._inferred, self._failed, callbackArgs=(frame,), errbackArgs=(frame,))
         d.addBoth(self._next)
 
     def _inferred(self, result: InferenceResult, frame: _Frame) -> None:
@@ -158,7 +166,19 @@ class Stream:
         values = np.clip(values, 0.0, 1.0)
         if self._smoothing is not None:
             values = self._smoothing(values, frame.capture_time_ns / 1e9).astype(np.float32)
-        out = self._result(frame, values, result.version, None)
+        self._emit(self._result(frame, values, result.version, None), frame)
+
+    def _tracked(self, face: FaceReading, frame: _Frame) -> None:
+        """A face tracker's reading: its blendshapes are the values, the rest rides along for pose and gaze."""
+        if self.closed:
+            return
+        values = face.blendshapes
+        if self._smoothing is not None and face.tracked:
+            values = self._smoothing(values, frame.capture_time_ns / 1e9).astype(np.float32)
+            face = dataclasses.replace(face, blendshapes=values)
+        self._emit(self._result(frame, values, self.processor.version, face), frame)
+
+    def _emit(self, out: FrameResult, frame: _Frame) -> None:
         encoded: dict[type, list[bytes]] = {}
         for target, fmt in list(self.targets.items()):
             key = (type(fmt), fmt.subject)

@@ -1,0 +1,145 @@
+"""The face tracker of one stream (DESIGN §4): camera frames of a real person -> FaceReading.
+
+Per frame, as MediaPipe does: the detector only while no face is tracked (otherwise the region comes from the
+previous frame's landmarks), the 468-point mesh on the crop aligned by the eye line, the iris model on both eye
+crops, then the solver (blendshapes, head pose, gaze, calibration, face-lost easing). The three model calls go
+through the inference facade, so the calls of every stream meet in each model's dynamic batcher; the numpy work
+between them (decoding, crops, decoding outputs, solving) runs on worker threads, never on the reactor. One frame
+at a time per stream (the stream guarantees it), so the per-stream state needs no lock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from twisted.internet.defer import Deferred, ensureDeferred
+
+from twinfer.errors import InvalidInput
+from twinfer.faces.model_specs import FACE_DETECTOR, FACE_LANDMARKS, IRIS_LANDMARKS
+from twinfer.faces.reading import CalibrationState, FaceReading
+from twinfer.faces.solver import FaceSolver
+from twinfer.faces.tracking_step import FaceTrackingStep, ModelCall
+from twinfer.inference.facade import InferenceFacade
+from twinfer.inference.types import InferenceRequest
+from twinfer.streaming.preprocess import decode_jpeg
+
+FACE_TRACKER_BACKEND = "face_tracker"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerModels:
+    """Which repository models a face_tracker uses (its config's `parameters`, MediaPipe's three by default)."""
+
+    detector: str = FACE_DETECTOR.name
+    landmarks: str = FACE_LANDMARKS.name
+    iris: str = IRIS_LANDMARKS.name
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, Any]) -> TrackerModels:
+        defaults = cls()
+        return cls(str(parameters.get("detector", defaults.detector)),
+                   str(parameters.get("landmarks", defaults.landmarks)),
+                   str(parameters.get("iris", defaults.iris)))
+
+    def rename(self, call: ModelCall) -> str:
+        return {FACE_DETECTOR.name: self.detector, FACE_LANDMARKS.name: self.landmarks,
+                IRIS_LANDMARKS.name: self.iris}[call.model]
+
+
+def solver_from(backend: Any) -> FaceSolver:
+    """A new stream's solver, with the face_tracker version's settings (its tracker.yaml)."""
+    settings = getattr(backend, "settings", {})
+    kwargs: dict[str, float] = {}
+    if "score_threshold" in settings:
+        kwargs["score_threshold"] = settings["score_threshold"]
+    if "hfov_deg" in settings:
+        kwargs["hfov_rad"] = math.radians(settings["hfov_deg"])
+    if "ease_s" in settings:
+        kwargs["ease_s"] = settings["ease_s"]
+    return FaceSolver(**kwargs)
+
+
+def frame_to_rgb(pixels: bytes, pixel_format: str, width: int, height: int) -> np.ndarray:
+    """A stream frame as (H, W, 3) uint8 RGB, row 0 at the top."""
+    if pixel_format == "JPEG":
+        return decode_jpeg(pixels, gray=False)
+    channels = {"GRAY8": 1, "RGB8": 3}.get(pixel_format)
+    if channels is None:
+        raise InvalidInput(f"face_tracker takes GRAY8, RGB8 or JPEG frames, not {pixel_format}")
+    if len(pixels) != width * height * channels:
+        raise InvalidInput(f"frame of {len(pixels)} bytes, {width}x{height} {pixel_format} needs "
+                           f"{width * height * channels}")
+    image = np.frombuffer(pixels, np.uint8).reshape(height, width, channels)
+    return np.repeat(image, 3, axis=2) if channels == 1 else image
+
+
+class FaceTrackerProcessor:
+    """One stream's tracker: the ROI carried between frames, the solver's calibration and easing."""
+
+    def __init__(self, facade: InferenceFacade, run_blocking: Callable[..., Deferred], models: TrackerModels,
+                 pixel_format: str, width: int, height: int, version: str, solver: FaceSolver | None = None,
+                 want_landmarks: bool = False) -> None:
+        self._facade = facade
+        self.version = version
+        self._run = run_blocking
+        self.models = models
+        self.pixel_format, self.width, self.height = pixel_format, width, height
+        self.step = FaceTrackingStep()
+        self.solver = solver or FaceSolver()
+        self.want_landmarks = want_landmarks
+        self.detector_runs = 0
+
+    # --- calibration (the `calibrate` request) -------------------------------------------------------------
+
+    @property
+    def calibration_state(self) -> CalibrationState:
+        return self.solver.calibration_state
+
+    def calibrate(self, seconds: float) -> CalibrationState:
+        self.solver.calibrate(seconds)
+        return self.solver.calibration_state
+
+    # --- frames ----------------------------------------------------------------------------------------------
+
+    def process(self, pixels: bytes, capture_time_ns: int) -> Deferred[FaceReading]:
+        return ensureDeferred(self._process(pixels, capture_time_ns / 1e9))
+
+    async def _infer(self, call: ModelCall) -> dict[str, np.ndarray]:
+        request = InferenceRequest(self.models.rename(call), call.inputs)
+        result = await self._facade.infer(request)
+        return result.outputs
+
+    async def _process(self, pixels: bytes, timestamp_s: float) -> FaceReading:
+        frame, call = await self._run(self._begin, pixels)
+        size = (frame.shape[1], frame.shape[0])
+        if call is not None:
+            self.detector_runs += 1
+            found = await self._run(self.step.accept_detection, await self._infer(call))
+            if found is None:
+                return await self._run(self.solver.solve, None, None, 0.0, size, timestamp_s)
+        landmarks_call = await self._run(self.step.landmarks_call, frame)
+        presence, iris_call = await self._run(self._landmarks, await self._infer(landmarks_call), frame)
+        if iris_call is None:  # presence too low: tracking dropped, the next frame runs the detector
+            return await self._run(self.solver.solve, None, None, presence, size, timestamp_s)
+        return await self._run(self._finish, await self._infer(iris_call), size, timestamp_s)
+
+    def _begin(self, pixels: bytes) -> tuple[np.ndarray, ModelCall | None]:
+        frame = frame_to_rgb(pixels, self.pixel_format, self.width, self.height)
+        return frame, self.step.detection_call(frame)
+
+    def _landmarks(self, outputs: dict[str, np.ndarray], frame: np.ndarray) -> tuple[float, ModelCall | None]:
+        face = self.step.accept_landmarks(outputs)
+        if face.presence < self.step.min_presence:
+            return face.presence, None
+        return face.presence, self.step.iris_call(frame)
+
+    def _finish(self, outputs: dict[str, np.ndarray], size: tuple[int, int], timestamp_s: float) -> FaceReading:
+        tracked = self.step.accept_iris(outputs)
+        # The solver takes the person's left eye first: that is the eye on the image's right.
+        iris = np.stack([tracked.image_right_eye.iris, tracked.image_left_eye.iris])
+        return self.solver.solve(tracked.landmarks, iris, tracked.presence, size, timestamp_s,
+                                 include_landmarks=self.want_landmarks)
