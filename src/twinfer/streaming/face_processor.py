@@ -141,5 +141,8 @@ class FaceTrackerProcessor:
         tracked = self.step.accept_iris(outputs)
         # The solver takes the person's left eye first: that is the eye on the image's right.
         iris = np.stack([tracked.image_right_eye.iris, tracked.image_left_eye.iris])
-        return self.solver.solve(tracked.landmarks, iris, tracked.presence, size, timestamp_s,
-                                 include_landmarks=self.want_landmarks)
+        reading = self.solver.solve(tracked.landmarks, iris, tracked.presence, size, timestamp_s,
+                                    include_landmarks=self.want_landmarks)
+        if not reading.tracked:  # the solver found no face in these landmarks: look for one afresh next frame
+            self.step.reset()
+        return reading
