@@ -27,13 +27,13 @@ from twinfer.inference.threads import ThreadRunner
 
 log = Logger()
 
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # fullmatch: `$` matches before a final \n
 CONFIG_FILES = ("config.yaml", "config.pbtxt")
 
 
 def valid_model_name(name: str) -> bool:
     """Model names come from URLs and messages: only plain names, never a path."""
-    return bool(MODEL_NAME.match(name)) and ".." not in name
+    return bool(MODEL_NAME.fullmatch(name)) and ".." not in name
 
 
 @dataclass(frozen=True, slots=True)
