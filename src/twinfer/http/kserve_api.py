@@ -157,8 +157,8 @@ class KServeHttpApi:
 
     def _infer(self, request: HttpRequest, name: str, version: str | None) -> Deferred[HttpResponse]:
         header_length = request.headers.get(HEADER_LENGTH)
-        self._check_json_size(json_part_size(request.body, header_length))  # chunked bodies declared no length
-        parsed_d = maybeDeferred(self._decoder.parse, name, version, request.body, header_length)
+        self._check_json_size(json_part_size(request.body_size, header_length))  # chunked bodies declared none
+        parsed_d = maybeDeferred(self._decoder.parse, name, version, request.body_chunks, header_length)
 
         def run(parsed) -> Deferred[HttpResponse]:
             def render(result) -> HttpResponse:

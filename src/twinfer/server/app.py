@@ -100,7 +100,7 @@ class TwinferServer:
         self.json_decoder = ProcessDecoder(reactor)
         http_limits = RequestLimits(settings.max_http_header_bytes, settings.max_http_url_bytes,
                                     settings.header_timeout_s, settings.body_timeout_s)
-        body_budget = BodyBudget(settings.max_buffered_body_bytes)  # one for every HTTP listener of the process
+        body_budget = BodyBudget(settings.max_buffered_body_bytes, reactor)  # one for all HTTP listeners
         self.http_factory = HttpFactory(
             KServeHttpApi(self.facade, settings.auth.admin_token, metrics, auth=self.context.auth,
                           max_json_body_bytes=settings.max_json_body_bytes, decoder=self.json_decoder,

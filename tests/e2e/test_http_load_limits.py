@@ -1,0 +1,98 @@
+"""HTTP under hostile load (issue #14): large JSON bodies do not stall a bystander (finding 6), and slow big bodies
+are capped process-wide and their memory is given back (finding 13). Real server, real sockets."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.bystander import measure
+from tests.e2e.conftest import wait_until
+from tests.support import make_repository
+
+pytestmark = pytest.mark.e2e
+MB = 1024 * 1024
+
+
+def test_a_bystander_keeps_its_p99_while_large_json_bodies_arrive(tmp_path, server_factory):
+    """Before: each 7 MB JSON body was parsed on the reactor (~66 ms), and the bystander's p99 went from 0.4 to
+    40 ms. Now it is parsed in a child process; the bystander's p99 stays within 2x of its own (the baseline
+    floored at 1 ms: one scheduler hiccup on this shared 2-core machine is more than 2x of a 0.4 ms p99)."""
+    server = server_factory(make_repository(tmp_path / "repo"), "--insecure-dev", "--tcp-port", "-1",
+                            "--grpc-port", "-1")
+    result = measure(server.http, 7_000_000, rounds=4, per_window=1000)
+    print(result)
+    assert result["large_statuses"] == [400]  # parsed, then refused by the model's shape check: not a 413
+    assert result["large_answered"] >= 4
+    assert result["loaded_p99_ms"] <= 2 * max(result["base_p99_ms"], 1.0), result
+    assert server.stop() == 0
+    assert "Traceback" not in server.log()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_big_bodies_are_capped_across_connections_and_memory_comes_back(tmp_path, server_factory):
+    budget = 200 * MB
+    server = server_factory(make_repository(tmp_path / "repo"), "--insecure-dev", "--tcp-port", "-1",
+                            "--grpc-port", "-1", env={"TWINFER_MAX_BUFFERED_BODY_BYTES": str(budget)})
+    pid = server.process.pid
+    subprocess.run(["prlimit", f"--pid={pid}", "--as=3000000000"], check=True)  # a runaway cannot take the machine
+    host, port = server.http.split(":")
+    rss_start = rss_bytes(pid)
+    body_size, step = 60 * MB, 2 * MB
+    piece = b"x" * step
+    conns = []
+    for _ in range(10):
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(b"POST /v2/nothing HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % body_size)
+        conns.append([sock, 0, None])
+    peak = rss_start
+    while any(c[2] is None for c in conns):
+        for conn in conns:
+            sock, sent, answer = conn
+            if answer is not None:
+                continue
+            try:
+                sock.sendall(piece)
+                conn[1] = sent + step
+            except OSError:
+                conn[2] = b"closed"
+                continue
+            if conn[1] >= body_size:
+                conn[2] = sock.recv(65536)
+            peak = max(peak, rss_bytes(pid))
+        time.sleep(0.01)  # slow clients: the bodies arrive together, not one after the other
+        for conn in conns:  # a refused connection was answered 503 and closed
+            if conn[2] is None:
+                conn[0].setblocking(False)
+                try:
+                    data = conn[0].recv(65536)
+                    conn[2] = data or b"closed"
+                except BlockingIOError:
+                    pass
+                finally:
+                    conn[0].setblocking(True)
+    answers = [c[2] for c in conns]
+    refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+    served = [a for a in answers if a.startswith(b"HTTP/1.1 404")]  # no such route, once the body was read
+    assert len(served) + len(refused) == 10, answers
+    assert 1 <= len(served) <= budget // body_size and len(refused) >= 10 - budget // body_size
+    assert peak - rss_start < budget + 100 * MB, (peak - rss_start) / MB
+    for sock, _, _ in conns:
+        sock.close()
+    # memory goes back: nothing of the bodies is kept once they are answered or their connections dropped
+    try:
+        wait_until(lambda: rss_bytes(pid) - rss_start < 40 * MB, timeout=15, what="RSS back near its start")
+    finally:
+            print(f"RSS start {rss_start / MB:.0f} MB, peak {peak / MB:.0f} MB, after {rss_bytes(pid) / MB:.0f} MB, "
+              f"served {len(served)}, refused {len(refused)}")
+    assert server.stop() == 0
