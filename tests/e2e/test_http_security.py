@@ -127,7 +127,8 @@ def test_deep_json_is_a_client_error_with_no_traceback(tmp_path, server_factory)
     deep_object = b'{"ready": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_000 + b"}"
     infer_deep = b'{"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": ' + deep + b"}]}"
     for path, body in (("/v2/repository/index", deep), ("/v2/repository/index", deep_object),
-                       ("/v2/models/tiny/infer", deep), ("/v2/models/tiny/infer", infer_deep)):
+                       ("/v2/models/tiny/infer", deep), ("/v2/models/tiny/infer", infer_deep),
+                       ("/v2/models/tiny/infer", b'{"inputs": [' + b"1," * 400_000)):  # > 512 KiB: the child parses
         status, answer = raw_http(server.http, request(path, "POST", body=body))
         assert status == 400 and "JSON" in json.loads(answer)["error"], (path, status, answer[:200])
     assert raw_http(server.http, request("/v2/health/ready"))[0] == 200
