@@ -255,14 +255,11 @@ class HttpConnection(Protocol):
         self._url_size += len(url)
         if self._url_size > self._limits.max_url_bytes:
             self._refuse(414, f"request target longer than {self._limits.max_url_bytes} bytes")
-        self._count_head(len(url))
+        self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.lower()] = value
-        self._count_head(len(name) + len(value) + 4)
-
-    def _count_head(self, size: int) -> None:
-        self._head_size += size
+        self._head_size += len(name) + len(value) + 4
         if self._head_size > self._limits.max_header_bytes:
             self._refuse(431, f"request headers larger than {self._limits.max_header_bytes} bytes")
 

@@ -68,7 +68,7 @@ class KServeHttpApi:
                  max_json_body_bytes: int = DEFAULT_MAX_JSON_BODY_BYTES, decoder: Any = None,
                  now: Callable[[], float] = time.time) -> None:
         """`auth` is the server's Authenticator (the game protocol's); None or one without a secret checks nothing.
-        `decoder.parse(model, version, body, header_length)` parses infer bodies (ParsedInfer or a Deferred of
+        `decoder.parse(model, version, body_chunks, header_length)` parses infer bodies (ParsedInfer or a Deferred of
         one): `json_offload.ProcessDecoder` in the server, parsing inline by default."""
         self.facade = facade
         self._admin = AdminCheck(admin_token)
