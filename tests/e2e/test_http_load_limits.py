@@ -20,15 +20,16 @@ MB = 1024 * 1024
 
 def test_a_bystander_keeps_its_p99_while_large_json_bodies_arrive(tmp_path, server_factory):
     """Before: each 7 MB JSON body was parsed on the reactor (~66 ms), and the bystander's p99 went from 0.4 to
-    40 ms. Now it is parsed in a child process; the bystander's p99 stays within 2x of its own (the baseline
-    floored at 1 ms: one scheduler hiccup on this shared 2-core machine is more than 2x of a 0.4 ms p99)."""
+    40 ms. Now it is parsed in a child process and the bystander's p99 stays within 2x of its own (measured
+    0.44 -> 0.53, 0.55 -> 0.71, 0.52 -> 0.70 ms); the baseline is floored at 0.5 ms, since one scheduler hiccup
+    on this shared 2-core machine is more than 2x of a 0.3 ms p99."""
     server = server_factory(make_repository(tmp_path / "repo"), "--insecure-dev", "--tcp-port", "-1",
                             "--grpc-port", "-1")
     result = measure(server.http, 7_000_000, rounds=4, per_window=1000)
     print(result)
     assert result["large_statuses"] == [400]  # parsed, then refused by the model's shape check: not a 413
     assert result["large_answered"] >= 4
-    assert result["loaded_p99_ms"] <= 2 * max(result["base_p99_ms"], 1.0), result
+    assert result["loaded_p99_ms"] <= 2 * max(result["base_p99_ms"], 0.5), result
     assert server.stop() == 0
     assert "Traceback" not in server.log()
 
