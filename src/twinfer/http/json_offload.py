@@ -172,13 +172,13 @@ class ProcessDecoder:
         self._raw = socket.socket(fileno=os.dup(parent.fileno()))  # the same stream, for the answers' arrays
 
     def _discard_child(self) -> None:
+        if self._child is not None:  # first: a feeder blocked reading its answer then sees EOF
+            self._child.kill()
+            self._child.join(5)
         if self._conn is not None:
             self._conn.close()
             self._raw.close()
-        if self._child is not None:
-            self._child.kill()
-            self._child.join(5)
-        self._child = self._conn = None
+        self._child = self._conn = self._raw = None
 
     def stop(self) -> None:
         if self._thread is not None:
