@@ -63,6 +63,11 @@ def test_game_and_http_over_tls(ca, tmp_path, server_factory):
         out = client.infer("tiny", {"INPUT0": X})["OUTPUT0"]
         np.testing.assert_allclose(out, tiny_reference(X), rtol=1e-5, atol=1e-5)
         assert client.ping() >= 0
+        # the reader thread receives while writers send: many requests in flight on one TLS socket
+        batch = np.random.default_rng(9).standard_normal((64, 16)).astype(np.float32)
+        futures = [client.infer_async("tiny", {"INPUT0": batch}) for _ in range(100)]
+        for future in futures:
+            np.testing.assert_allclose(future.result(30)["OUTPUT0"], tiny_reference(batch), rtol=1e-5, atol=1e-5)
 
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
