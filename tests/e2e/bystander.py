@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import socket
-import threading
 import time
+from typing import Any
 
 import numpy as np
 
@@ -82,36 +83,54 @@ def latencies(address: str, count: int) -> np.ndarray:
     return out
 
 
+def _send_large(address: str, json_bytes: int, ready: Any, active: Any, stop: Any, answered: Any,
+                statuses: Any) -> None:
+    """The load generator, in a process of its own at low priority: a thread of the test process would share the
+    bystander's GIL (and, niced, hold it while preempted), so the test would measure itself."""
+    os.nice(19)
+    request = large_json_request(json_bytes)
+    conn = KeepAlive(address, timeout=120)
+    ready.set()
+    try:
+        while not stop.is_set():
+            if active.wait(0.05):
+                statuses.put(conn.call(request))
+                with answered.get_lock():
+                    answered.value += 1
+    finally:
+        conn.close()
+
+
 class LargeJsonSender:
-    """Sends large JSON infers back to back on its own connection while `active` is set; records the answers."""
+    """Sends large JSON infers back to back on its own connection while `active` is set."""
 
     def __init__(self, address: str, json_bytes: int) -> None:
-        self.address, self.request = address, large_json_request(json_bytes)
-        self.statuses: list[int] = []
-        self.active = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        # The load generator shares the 2 cores with the server and the bystander: at low priority it measures
-        # the server's fairness, not how the test machine schedules its own client threads.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        conn = KeepAlive(self.address, timeout=120)
-        try:
-            while not self._stop.is_set():
-                if self.active.wait(0.05):
-                    self.statuses.append(conn.call(self.request))
-        finally:
-            conn.close()
+        context = multiprocessing.get_context("spawn")
+        self.active, self._stop, self._ready = context.Event(), context.Event(), context.Event()
+        self.answered = context.Value("i", 0)
+        self._statuses = context.Queue()
+        self._process = context.Process(target=_send_large, args=(address, json_bytes, self._ready, self.active,
+                                                                  self._stop, self.answered, self._statuses),
+                                        daemon=True)
 
     def __enter__(self) -> LargeJsonSender:
-        self._thread.start()
+        self._process.start()
+        if not self._ready.wait(120):
+            raise RuntimeError("load generator did not start")
         return self
+
+    def statuses(self) -> list[int]:
+        out = []
+        while self.answered.value > len(out):
+            out.append(self._statuses.get(timeout=30))
+        return out
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self.active.clear()
-        self._thread.join(120)
+        self._process.join(120)
+        if self._process.is_alive():
+            self._process.kill()
 
 
 def measure(address: str, json_bytes: int, rounds: int = 4, per_window: int = 1000) -> dict[str, object]:
@@ -121,18 +140,19 @@ def measure(address: str, json_bytes: int, rounds: int = 4, per_window: int = 10
     with LargeJsonSender(address, json_bytes) as sender:
         for _ in range(rounds):
             base.append(latencies(address, per_window))
+            answered = sender.answered.value
             sender.active.set()
-            answered = len(sender.statuses)
-            while len(sender.statuses) == answered:  # one large body answered: the load is on
+            while sender.answered.value == answered:  # one large body answered: the load is on
                 time.sleep(0.005)
             loaded.append(latencies(address, per_window))
             sender.active.clear()
-    during = len(sender.statuses)
+        time.sleep(0.2)
+        statuses = sender.statuses()
     b, lo = np.concatenate(base), np.concatenate(loaded)
     return {"base_p50_ms": 1e3 * float(np.percentile(b, 50)), "base_p99_ms": 1e3 * float(np.percentile(b, 99)),
             "loaded_p50_ms": 1e3 * float(np.percentile(lo, 50)),
-            "loaded_p99_ms": 1e3 * float(np.percentile(lo, 99)), "large_answered": during,
-            "large_statuses": sorted(set(sender.statuses))}
+            "loaded_p99_ms": 1e3 * float(np.percentile(lo, 99)), "large_answered": len(statuses),
+            "large_statuses": sorted(set(statuses))}
 
 
 if __name__ == "__main__":
