@@ -246,3 +246,32 @@ def test_head_check_refuses_before_the_body_is_read():
     proto, transport, _, _ = connect(handler=handler)
     proto.dataReceived(b"POST /a HTTP/1.1\r\nAuthorization: Bearer ok\r\nContent-Length: 2\r\n\r\nhi")
     assert transport.value().endswith(b"/a|hi")
+
+
+def test_a_large_declared_body_is_reserved_whole_and_received_in_place():
+    from twinfer.http.connection import MAPPED_BODY_BYTES
+
+    size = MAPPED_BODY_BYTES + 10
+    budget = BodyBudget(size * 2 - 1)
+    clock = Clock()
+    handler = Handler()
+    a, ta, _, _ = connect(max_body=size * 4, budget=budget, handler=handler, clock=clock)
+    head = b"POST /slow/big HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size
+    a.dataReceived(head + b"a" * 1000)
+    assert budget.held == size  # the whole declared body, at once
+    b, tb, _, _ = connect(max_body=size * 4, budget=budget, handler=handler, clock=clock)
+    b.dataReceived(head)
+    assert tb.value().startswith(b"HTTP/1.1 503") and budget.held == size  # refused before any body byte
+    data = bytes(range(256)) * ((size - 1000) // 256) + b"z" * ((size - 1000) % 256)
+    for i in range(0, len(data), 65536):
+        a.dataReceived(data[i:i + 65536])
+    request = handler.seen[0]
+    assert request.body_size == size and request.body == b"a" * 1000 + data
+    assert len(request.body_chunks) == 1 and isinstance(request.body_chunks[0], (bytes, memoryview))
+    handler.pending["/slow/big"].callback(HttpResponse(200, b"ok"))
+    assert budget.held == 0
+    c, _, _, _ = connect(max_body=size * 4, budget=budget, handler=handler, clock=clock)
+    c.dataReceived(head + b"x" * 5000)
+    assert budget.held == size
+    c.connectionLost(None)
+    assert budget.held == 0 and c._mapped is None

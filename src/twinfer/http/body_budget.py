@@ -8,8 +8,10 @@ growing the process.
 
 Freed is not returned: bodies arrive as ~64 KB reads, which glibc serves from the heap, and a heap shrinks only
 from its top, so 200 MB of answered bodies stayed in the process's RSS (measured: 140 -> 341 MB, and 341 MB a
-minute later). After a large release the budget asks glibc to hand free pages back (`malloc_trim`), on a pool
-thread (ctypes releases the GIL; the trim walks the heap) and at most once per `TRIM_DELAY_S`.
+minute later). Large declared bodies therefore go into an mmap (see `HttpConnection`), unmapped when freed. For
+what is still held as heap chunks (small and chunked bodies), after a large release the budget asks glibc to hand
+free pages back (`malloc_trim`, ~16 ms per 200 MB freed, holding malloc's lock), on a pool thread (ctypes releases
+the GIL) and at most once per `TRIM_DELAY_S`.
 """
 
 from __future__ import annotations
@@ -56,8 +58,11 @@ class BodyBudget:
         self.held += size
         return True
 
-    def give_back(self, size: int) -> None:
+    def give_back(self, size: int, heap: bool = True) -> None:
+        """`heap`: the bytes were held as heap chunks (an mmap'd body is unmapped when freed: nothing to trim)."""
         self.held -= size
+        if not heap:
+            return
         self._released += size
         if self._released >= TRIM_AFTER_BYTES and self._trim is not None and not self._trim_pending:
             self._trim_pending = True
