@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", action="append", default=[], dest="thresholds", help="e.g. 'p99<5ms' (repeatable)")
     p.add_argument("--json", type=Path, help="write the JSON summary here")
     p.add_argument("--report", type=Path, help="write the HTML report here")
-    p.add_argument("--token", help="login token (tcp, udp)")
+    p.add_argument("--token", help="login token (tcp, udp; http sends it as Authorization: Bearer)")
     p.add_argument("--timeout", help="per-request timeout (default 10s)")
     p.add_argument("--metrics-url", help="server /metrics to sample during soak (RSS drift)")
     p.add_argument("--failover-command", help="shell command run during a failover test")

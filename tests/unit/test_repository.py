@@ -119,3 +119,10 @@ def test_model_names_that_could_be_paths_are_never_valid():
     for bad in ("..", "../x", "a/b", ".hidden", "", "a\\b", "x" * 200, "tiny\n"):
         assert not valid_model_name(bad)
     assert valid_model_name("face_blendshapes") and valid_model_name("resnet-50.v2")
+
+
+def test_names_must_match_whole_a_trailing_newline_is_not_part_of_a_name():
+    """`^...$` with re.match accepted "tiny\n": `$` also matches just before a final newline (#14 finding 16)."""
+    for bad in ("tiny\n", "tiny\r\n", "\ntiny", "x" * 128 + "\n"):
+        assert not valid_model_name(bad), repr(bad)
+    assert valid_model_name("x" * 128)

@@ -120,10 +120,15 @@ def _check_http(result: tuple[int, bytes]) -> bytes:
     return body
 
 
+def _bearer(token: str | None) -> str:
+    """The game protocol's token as KServe HTTP takes it (a server with a token secret answers 401 without)."""
+    return f"Authorization: Bearer {token}\r\n" if token else ""
+
+
 class HttpConnection:
-    def __init__(self, client: _HttpClient, host: str, model: str, body: bytes) -> None:
+    def __init__(self, client: _HttpClient, host: str, model: str, body: bytes, token: str | None = None) -> None:
         self.client = client
-        self._infer_head = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}\r\n"
+        self._infer_head = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}\r\n{_bearer(token)}"
                             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
         self._body = body
         self._ready = f"GET /v2/health/ready HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
@@ -142,17 +147,18 @@ class HttpConnection:
 
 
 async def connect_http(reactor: Any, host: str, port: int, model: str, rng: np.random.Generator,
-                       **_: Any) -> HttpConnection:
+                       token: str | None = None, **_: Any) -> HttpConnection:
     client = await connectProtocol(TCP4ClientEndpoint(reactor, host, port, timeout=10), _HttpClient())
     client.transport.setTcpNoDelay(True)
-    status, body = await client.request(f"GET /v2/models/{model} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    status, body = await client.request(
+        f"GET /v2/models/{model} HTTP/1.1\r\nHost: {host}\r\n{_bearer(token)}\r\n".encode())
     meta = json.loads(_check_http((status, body)))
     inputs = []
     for t in meta["inputs"]:
         array = random_input(t["datatype"], t["shape"], rng)
         inputs.append({"name": t["name"], "shape": list(array.shape), "datatype": t["datatype"],
                        "data": array.ravel().tolist()})
-    return HttpConnection(client, host, model, json.dumps({"inputs": inputs}, separators=(",", ":")).encode())
+    return HttpConnection(client, host, model, json.dumps({"inputs": inputs}, separators=(",", ":")).encode(), token)
 
 
 # --- grpc: KServe v2 over grpc.aio on the asyncio reactor ------------------------------------------------------

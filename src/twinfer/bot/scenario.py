@@ -25,13 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from twinfer.config.loading import first_error
 from twinfer.errors import ConfigError
 
-_DURATION = re.compile(r"^\s*([0-9.]+)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"\s*([0-9.]+)\s*(ms|s|m|h)?\s*")
 
 
 def parse_duration(value: Any) -> float:
     if isinstance(value, (int, float)):
         return float(value)
-    match = _DURATION.match(str(value))
+    match = _DURATION.fullmatch(str(value))
     if match is None:
         raise ValueError(f"{value!r} is not a duration like 500ms, 10s, 2m")
     return float(match[1]) * {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[match[2]]

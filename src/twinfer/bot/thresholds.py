@@ -11,9 +11,9 @@ from twinfer.errors import ConfigError
 
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _PATTERN = re.compile(
-    r"^\s*(?P<metric>[a-z0-9_.]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[0-9.]+)\s*(?P<unit>us|ms|s|%)?\s*$"
+    r"\s*(?P<metric>[a-z0-9_.]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[0-9.]+)\s*(?P<unit>us|ms|s|%)?\s*"
 )
-_LATENCY = re.compile(r"^(p\d+(\.\d+)?|mean|max|min)$")
+_LATENCY = re.compile(r"(p\d+(\.\d+)?|mean|max|min)")
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, None: 1.0}  # to milliseconds
 
 
@@ -38,7 +38,7 @@ def actual_value(metric: str, summary: dict[str, Any]) -> float:
 
 
 def parse_threshold(text: str) -> Threshold:
-    match = _PATTERN.match(text)
+    match = _PATTERN.fullmatch(text)
     if match is None:
         raise ConfigError(f"threshold {text!r}: expected METRIC<VALUE, e.g. p99<5ms, error_rate<0.1%, rps>1000")
     metric, op, value, unit = match["metric"], match["op"], float(match["value"]), match["unit"]
@@ -49,7 +49,7 @@ def parse_threshold(text: str) -> Threshold:
     elif metric == "rps":
         if unit is not None:
             raise ConfigError(f"threshold {text!r}: rps takes no unit")
-    elif _LATENCY.match(metric):
+    elif _LATENCY.fullmatch(metric):
         if unit == "%":
             raise ConfigError(f"threshold {text!r}: latency takes us, ms or s")
         value *= _TIME_UNITS[unit]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, InvalidStateError
@@ -47,13 +48,22 @@ class Client:
         token: str | None = None,
         timeout: float | None = 30.0,
         client_name: str = "twinfer-python",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """`ssl_context` (e.g. `ssl.create_default_context(cafile=...)`) connects with TLS to a server started
+        with `tls.cert_file`; the host name is checked against the certificate unless the context says not to."""
         self.host = host
         self.port = port
         self.timeout = timeout
         self.client_name = client_name
         self._sock = socket.create_connection((host, port), timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_context is not None:
+            try:
+                self._sock = ssl_context.wrap_socket(self._sock, server_hostname=host)  # handshakes here
+            except BaseException:
+                self._sock.close()
+                raise
         # The socket keeps the timeout so a write to a stalled server can't block forever; the reader treats an
         # idle receive timeout as nothing happening.
         self._ids = itertools.count(1)

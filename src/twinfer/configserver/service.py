@@ -27,7 +27,7 @@ from twinfer.errors import InvalidInput, ModelNotFound
 from twinfer.http.connection import HttpRequest, HttpResponse
 from twinfer.http.errors import Forbidden, MethodNotAllowed, NotFoundRoute
 
-_GROUP = re.compile(r"^/v1/groups/(?P<group>[^/]+)(?:/versions(?:/(?P<version>\d+))?(?P<list>/?))?$")
+_GROUP = re.compile(r"/v1/groups/(?P<group>[^/]+)(?:/versions(?:/(?P<version>\d+))?(?P<list>/?))?")
 MAX_WAIT_S = 60.0
 
 
@@ -62,7 +62,7 @@ class ConfigServerApi:
             return self._json({"groups": self.store.groups()})
         if request.path == "/health":
             return HttpResponse(200, b"")
-        match = _GROUP.match(request.path)
+        match = _GROUP.fullmatch(request.path)
         if match is None:
             raise NotFoundRoute(f"no endpoint {request.method} {request.path}")
         group = match["group"]

@@ -10,11 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: `$` matches before a final \n
 
 
 def valid_group(name: str) -> bool:
-    return bool(GROUP_NAME.match(name)) and ".." not in name
+    return bool(GROUP_NAME.fullmatch(name)) and ".." not in name
 
 
 class ConfigStore:

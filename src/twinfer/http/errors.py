@@ -26,10 +26,15 @@ class MethodNotAllowed(errors.TwinferError):
     """The path exists but not for this method (405)."""
 
 
+class PayloadTooLarge(errors.TwinferError):
+    """A body (or its JSON part) above the limit for its kind (413)."""
+
+
 Forbidden = errors.PermissionDenied  # 403; the old name, kept for the config server
 
 
-STATUS_BY_ERROR.update({NotFoundRoute: 404, MethodNotAllowed: 405, errors.PermissionDenied: 403})
+STATUS_BY_ERROR.update({NotFoundRoute: 404, MethodNotAllowed: 405, PayloadTooLarge: 413,
+                        errors.PermissionDenied: 403})
 
 
 def status_for(error: BaseException) -> int:

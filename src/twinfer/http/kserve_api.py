@@ -2,33 +2,43 @@
 
 Thin by design: parse the path and body, call the inference facade, render the answer. Errors are typed
 exceptions; `twinfer.http.errors` maps them to status codes and the connection renders `{"error": "..."}`.
+
+Who may call what (the same policy as the game protocol and gRPC, DESIGN §3) is decided in `check_head`, which the
+connection runs once the headers are in and before any body byte is buffered: the health endpoints are open for
+probes, repository load/unload need the admin token (and are refused when none is configured), everything else
+needs `Authorization: Bearer <token>` when the server has a token secret.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 import orjson
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 
 from twinfer.errors import InvalidInput, ModelNotReady
 from twinfer.http.connection import HttpRequest, HttpResponse
-from twinfer.http.errors import Forbidden, MethodNotAllowed, NotFoundRoute
-from twinfer.http.infer_codec import HEADER_LENGTH, encode_infer, parse_infer
+from twinfer.http.errors import MethodNotAllowed, NotFoundRoute, PayloadTooLarge
+from twinfer.http.infer_codec import HEADER_LENGTH, encode_infer
+from twinfer.http.json_offload import InlineDecoder, json_part_size
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import valid_model_name
 from twinfer.kserve import messages
 from twinfer.kserve.json_proto import to_json_dict
+from twinfer.security.tokens import AdminCheck, Authenticator
 
+# Matched with fullmatch: `$` alone also matches before a final newline (`/v2/models/tiny%0a` decoded).
 _MODEL = re.compile(
-    r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<action>ready|infer|config|stats))?/?$"
+    r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<action>ready|infer|config|stats))?/?"
 )
-_REPO_MODEL = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)/?$")
+_REPO_MODEL = re.compile(r"/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)/?")
+_OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+_STATS_PATHS = frozenset({"/v2/models/stats", "/v2/models/stats/"})
+DEFAULT_MAX_JSON_BODY_BYTES = 8 * 1024 * 1024
 
 EMPTY_OK = HttpResponse(200, b"")
 
@@ -47,42 +57,76 @@ def model_name_from(raw: str) -> str:
 def version_from(raw: str | None) -> str | None:
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise InvalidInput(f"invalid model version {unquote(raw)!r}: versions are positive integers")
     return raw
 
 
 class KServeHttpApi:
     def __init__(self, facade: InferenceFacade, admin_token: str = "",
-                 metrics: Callable[[], tuple[bytes, bytes]] | None = None) -> None:
+                 metrics: Callable[[], tuple[bytes, bytes]] | None = None, *, auth: Authenticator | None = None,
+                 max_json_body_bytes: int = DEFAULT_MAX_JSON_BODY_BYTES, decoder: Any = None,
+                 now: Callable[[], float] = time.time) -> None:
+        """`auth` is the server's Authenticator (the game protocol's); None or one without a secret checks nothing.
+        `decoder.parse(model, version, body_chunks, header_length)` parses infer bodies (ParsedInfer or a Deferred of
+        one): `json_offload.ProcessDecoder` in the server, parsing inline by default."""
         self.facade = facade
-        self._admin_token = admin_token.encode()
+        self._admin = AdminCheck(admin_token)
+        self._auth = auth if auth is not None and auth.required else None
+        self._max_json = max_json_body_bytes
+        self._decoder = decoder if decoder is not None else InlineDecoder()
+        self._now = now
         self._metrics = MetricsOnly(metrics) if metrics is not None else None
+
+    def check_head(self, request: HttpRequest) -> None:
+        """Runs on the headers alone: refuse before a body is buffered for a caller who may not send it."""
+        path = request.path
+        if path in _OPEN_PATHS:
+            return
+        authorization = request.headers.get(b"authorization")
+        if _REPO_MODEL.fullmatch(path):
+            self._admin.check(authorization)
+            return
+        if self._auth is not None:
+            self._auth.authenticate_bearer(authorization, self._now())
+        if request.method == "POST" and path.endswith(("/infer", "/infer/")):
+            length = request.headers.get(b"content-length")
+            header_length = request.headers.get(HEADER_LENGTH)
+            declared = header_length if header_length is not None else length
+            if declared is not None and declared.isdigit():
+                self._check_json_size(int(declared))
+
+    def _check_json_size(self, size: int) -> None:
+        if size > self._max_json:
+            raise PayloadTooLarge(
+                f"JSON part of the request is {size} bytes, above the {self._max_json}-byte limit for JSON; send "
+                "large tensors with the binary tensor extension (tritonclient: set_data_from_numpy(..., "
+                "binary_data=True))")
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Deferred[HttpResponse]:
         path, method = request.path, request.method
-        match = _MODEL.match(path)
+        if path in _STATS_PATHS:  # before the model route, which would take `stats` for a model name
+            self._require(method, "GET")
+            return self._stats(None, None)
+        match = _MODEL.fullmatch(path)
         if match:
             return self._model_route(request, match)
-        if path in ("/v2/health/live", "/v2/health/ready"):
+        if path in _OPEN_PATHS:
             self._require(method, "GET", "HEAD")
             ok = path.endswith("live") or self.facade.ready()
             return HttpResponse(200 if ok else 503, b"")
         if path in ("/v2", "/v2/"):
             self._require(method, "GET")
             return json_response(to_json_dict(messages.server_metadata()))
-        if path == "/v2/models/stats":
-            self._require(method, "GET")
-            return self._stats(None, None)
         if path == "/v2/repository/index":
             self._require(method, "POST")
             ready_only = bool(self._json_body(request).get("ready", False))
             index = messages.repository_index(self.facade.models(), ready_only)
             return json_response(to_json_dict(index).get("models", []))
-        match = _REPO_MODEL.match(path)
+        match = _REPO_MODEL.fullmatch(path)
         if match:
             self._require(method, "POST")
-            self._check_admin(request)
+            self._admin.check(request.headers.get(b"authorization"))  # also in check_head; kept for direct calls
             name = model_name_from(match["model"])
             action = self.facade.load if match["action"] == "load" else self.facade.unload
             return action(name).addCallback(lambda _: EMPTY_OK)
@@ -112,17 +156,22 @@ class KServeHttpApi:
         return json_response(to_json_dict(messages.model_metadata(self.facade.model(name), resolved)))
 
     def _infer(self, request: HttpRequest, name: str, version: str | None) -> Deferred[HttpResponse]:
-        parsed = parse_infer(name, version, request.body, request.headers.get(HEADER_LENGTH),
-                             self.facade.element_budget())
+        header_length = request.headers.get(HEADER_LENGTH)
+        self._check_json_size(json_part_size(request.body_size, header_length))  # chunked bodies declared none
+        parsed_d = maybeDeferred(self._decoder.parse, name, version, request.body_chunks, header_length,
+                                 self.facade.max_request_elements)
 
-        def render(result) -> HttpResponse:
-            body, header_length = encode_infer(parsed, result)
-            if header_length is None:
-                return HttpResponse(200, body)
-            return HttpResponse(200, body, b"application/octet-stream",
-                                [(b"Inference-Header-Content-Length", str(header_length).encode())])
+        def run(parsed) -> Deferred[HttpResponse]:
+            def render(result) -> HttpResponse:
+                body, header_length = encode_infer(parsed, result)
+                if header_length is None:
+                    return HttpResponse(200, body)
+                return HttpResponse(200, body, b"application/octet-stream",
+                                    [(b"Inference-Header-Content-Length", str(header_length).encode())])
 
-        return self.facade.infer(parsed.request).addCallback(render)
+            return self.facade.infer(parsed.request).addCallback(render)
+
+        return parsed_d.addCallback(run)
 
     def _stats(self, name: str | None, version: str | None) -> HttpResponse:
         stats = [to_json_dict(messages.model_statistics(v)) for v in self.facade.versions_for_statistics(name, version)]
@@ -140,19 +189,12 @@ class KServeHttpApi:
         if not request.body.strip():
             return {}
         try:
-            body = json.loads(request.body)
-        except ValueError as exc:
+            body = orjson.loads(request.body)  # depth-limited: deep nesting is a JSONDecodeError, not a RecursionError
+        except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise InvalidInput("request body must be a JSON object")
         return body
-
-    def _check_admin(self, request: HttpRequest) -> None:
-        if not self._admin_token:
-            return
-        given = request.headers.get(b"authorization", b"")
-        if not hmac.compare_digest(given, b"Bearer " + self._admin_token):
-            raise Forbidden("repository load/unload needs the admin token (Authorization: Bearer ...)")
 
 
 class MetricsOnly:

@@ -27,7 +27,7 @@ from twinfer.inference.threads import ThreadRunner
 
 log = Logger()
 
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # fullmatch: `$` matches before a final \n
 CONFIG_FILES = ("config.yaml", "config.pbtxt")
 
 

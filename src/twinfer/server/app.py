@@ -21,7 +21,9 @@ from twisted.logger import Logger
 from twinfer.backends import BackendOptions
 from twinfer.config import Settings
 from twinfer.errors import ConfigError, TwinferError
-from twinfer.http.connection import HttpFactory
+from twinfer.http.body_budget import BodyBudget
+from twinfer.http.connection import HttpFactory, RequestLimits
+from twinfer.http.json_offload import ProcessDecoder
 from twinfer.http.kserve_api import KServeHttpApi, MetricsOnly
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import ModelRepository
@@ -33,6 +35,7 @@ from twinfer.server.commands import ServerContext, default_registry
 from twinfer.server.connection import ConnectionLimits, GameServerFactory
 from twinfer.server.sessions import SessionRegistry
 from twinfer.security.receivers import ReceiverPolicy
+from twinfer.security.tls import server_tls_options, wrap_tls
 from twinfer.security.tokens import Authenticator
 from twinfer.streaming.endpoint import StreamEndpoint
 from twinfer.streaming.manager import StreamManager, parse_receiver_spec
@@ -104,11 +107,19 @@ class TwinferServer:
             "twinfer_http_connections": lambda: self.http_factory.connections,
         }, self.streams)
         metrics = exposition(self.metrics_registry)
+        self.tls_options = server_tls_options(settings.tls)  # before listening: a bad file is one config error
+        self.json_decoder = ProcessDecoder(reactor)
+        http_limits = RequestLimits(settings.max_http_header_bytes, settings.max_http_url_bytes,
+                                    settings.header_timeout_s, settings.body_timeout_s)
+        body_budget = BodyBudget(settings.max_buffered_body_bytes, reactor)  # one for all HTTP listeners
         self.http_factory = HttpFactory(
-            KServeHttpApi(self.facade, settings.auth.admin_token, metrics),
-            reactor, settings.max_http_body_bytes, settings.idle_timeout_s,
+            KServeHttpApi(self.facade, settings.auth.admin_token, metrics, auth=self.context.auth,
+                          max_json_body_bytes=settings.max_json_body_bytes, decoder=self.json_decoder,
+                          now=reactor.seconds),
+            reactor, settings.max_http_body_bytes, settings.idle_timeout_s, limits=http_limits, budget=body_budget,
         )
-        self.metrics_factory = HttpFactory(MetricsOnly(metrics), reactor, 1024, settings.idle_timeout_s)
+        self.metrics_factory = HttpFactory(MetricsOnly(metrics), reactor, 1024, settings.idle_timeout_s,
+                                           limits=http_limits, budget=body_budget)
         self.ports: dict[str, int] = {}
         self.group_version = 0  # the service-group version the settings came from
         self._stopping = False
@@ -134,9 +145,9 @@ class TwinferServer:
             log.info("model {name}: {state} versions={versions} {reason}", name=model.name, state=model.state,
                      versions=sorted(model.versions), reason=model.reason)
         for key, port_number, factory in (
-            ("tcp", self.settings.tcp_port, self.tcp_factory),
-            ("http", self.settings.http_port, self.http_factory),
-            ("metrics", self.settings.metrics_port, self.metrics_factory),
+            ("tcp", self.settings.tcp_port, wrap_tls(self.tcp_factory, self.tls_options)),
+            ("http", self.settings.http_port, wrap_tls(self.http_factory, self.tls_options)),
+            ("metrics", self.settings.metrics_port, self.metrics_factory),  # plain: bind it to an internal interface
         ):
             if port_number >= 0 and self.settings.reuse_port:
                 port = listen_shared(self.reactor, self.settings.host, port_number, factory)
@@ -264,6 +275,7 @@ class TwinferServer:
         if self._grpc_server is not None:
             yield Deferred.fromFuture(asyncio.ensure_future(self._grpc_server.stop(1.0)))
         yield DeferredList([maybeDeferred(p.stopListening) for p in self._listeners])
+        self.json_decoder.stop()
         yield self.repository.stop()
         log.info("stopped")
 

@@ -56,6 +56,10 @@ def run_server(settings: Settings, reload_settings=None, group_version: int = 0,
         raise ConfigError(
             "auth.token_secret: empty; set TWINFER_AUTH__TOKEN_SECRET, or pass --insecure-dev for local use"
         )
+    if settings.tls.cert_file is not None or settings.tls.key_file is not None:
+        from twinfer.security.tls import server_tls_options
+
+        server_tls_options(settings.tls)  # a bad file is one config error here, not one per worker
     setup_logging(settings.log_format, settings.log_level)
     if settings.workers > 1:
         from twinfer.supervisor import Supervisor
