@@ -340,6 +340,8 @@ def _bystander_main(port: int, token: str, interval: float, conn) -> None:
     """In its own process, so the fuzzer's Python work (and its GIL) is not in the bystander's latencies."""
     client = Client("127.0.0.1", port, token=token, client_name="bystander")
     x = np.ones((1, 16), np.float32)
+    client.infer("tiny", {"INPUT0": x})  # connected and warm: now its latencies mean something
+    conn.send("ready")
     phase, latencies, failures = "alone", {}, 0
     next_at = time.perf_counter()
     while True:
@@ -382,6 +384,8 @@ class Bystander:
 
     def __enter__(self) -> Bystander:
         self._process.start()
+        if not self._conn.poll(60) or self._conn.recv() != "ready":
+            raise RuntimeError("the bystander did not start")
         return self
 
     def __exit__(self, *_: object) -> None:
