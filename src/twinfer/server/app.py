@@ -258,9 +258,9 @@ class TwinferServer:
             log.warn("drain timed out after {s} s; closing anyway", s=self.settings.drain_timeout_s)
         if timeout.active():
             timeout.cancel()
-        self.tcp_factory.close_all("server shutting down")
         if self.streams is not None:
-            self.streams.stop()
+            self.streams.stop("server shutting down")  # each owner hears StreamClosed before its Kicked
+        self.tcp_factory.close_all("server shutting down")
         if self._grpc_server is not None:
             yield Deferred.fromFuture(asyncio.ensure_future(self._grpc_server.stop(1.0)))
         yield DeferredList([maybeDeferred(p.stopListening) for p in self._listeners])
