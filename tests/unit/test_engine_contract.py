@@ -284,3 +284,47 @@ def test_engine_pixel_formats_and_bottom_up_through_a_stream(server, pixel_forma
     np.testing.assert_allclose(first.values, expected, atol=1e-5)
     np.testing.assert_allclose(second.values, expected[::-1], atol=1e-5)
     assert server.replies() == []
+
+
+# --- one answer on every transport ----------------------------------------------------------------------------------
+
+def test_game_metadata_reports_the_kserve_platform_name(server):
+    from twinfer.kserve import messages as kserve
+
+    reply = server.call(2, model_metadata=game_pb2.ModelMetadataRequest(model="tiny"))
+    resolved = server.facade.resolve("tiny", None)
+    assert reply.model_metadata.platform == "onnxruntime_onnx"
+    assert kserve.model_metadata(server.facade.model("tiny"), resolved).platform == reply.model_metadata.platform
+
+
+@pytest.mark.parametrize("version", ["abc", "1.0", "²", "-1"])
+def test_a_non_integer_version_is_invalid_input_with_the_http_wording(server, version):
+    reply = server.call(2, model_metadata=game_pb2.ModelMetadataRequest(model="tiny", version=version))
+    assert reply.error.code == E.ERROR_CODE_INVALID_INPUT
+    assert reply.error.message == f"invalid model version {version!r}: versions are positive integers"
+    assert server.call(3, model_metadata=game_pb2.ModelMetadataRequest(model="tiny", version="9")).error.code == \
+        E.ERROR_CODE_MODEL_NOT_FOUND  # an integer that is not served stays MODEL_NOT_FOUND
+
+
+def test_output_labels_reach_the_kserve_metadata_and_config_as_parameters(tmp_path):
+    import json
+
+    import yaml
+
+    from twinfer.kserve import messages as kserve
+
+    root = make_repository(tmp_path)
+    (root / "tiny" / "config.yaml").write_text(yaml.safe_dump({
+        "backend": "onnxruntime", "max_batch_size": 8,
+        "inputs": [{"name": "INPUT0", "datatype": "FP32", "dims": [16]}],
+        "outputs": [{"name": "OUTPUT0", "datatype": "FP32", "dims": [16], "labels": [f"c{i}" for i in range(16)]}],
+    }))
+    repository = ModelRepository(root, Clock(), SyncThreads())
+    repository.start()
+    facade = InferenceFacade(repository)
+    resolved = facade.resolve("tiny", None)
+    body = kserve.model_metadata_json(facade.model("tiny"), resolved)
+    assert body["outputs"][0]["parameters"] == {"labels": [f"c{i}" for i in range(16)]}
+    assert "parameters" not in body["inputs"][0]
+    config = kserve.triton_config(resolved.config)
+    assert json.loads(config.parameters["labels.OUTPUT0"].string_value) == [f"c{i}" for i in range(16)]
