@@ -10,13 +10,17 @@ from tritonclient.grpc import service_pb2 as pb
 
 from twinfer import __version__
 from twinfer.inference.model_config import ModelConfig, TensorConfig
-from twinfer.inference.platforms import output_labels, platform_of
 from twinfer.inference.model_version import ModelVersion
+from twinfer.inference.platforms import output_labels, platform_of
 from twinfer.inference.repository import ServedModel
 
 SERVER_NAME = "twinfer"
 EXTENSIONS = ("model_configuration", "statistics", "model_repository", "binary_tensor_data", "metrics")
 LABELS_PARAMETER = "labels"  # an output's value names: a JSON list in the model config's parameters ("labels.<out>")
+
+
+def server_metadata() -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
 
 def model_metadata(model: ServedModel, version: ModelVersion) -> pb.ModelMetadataResponse:
