@@ -23,7 +23,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from tests.support import SyncThreads, make_repository, take_messages
+from tests.support import SyncThreads, make_repository
 from tests.unit.test_stream_limits import build_image_model
 from twinfer.client import messages
 from twinfer.client.errors import SessionClosed

@@ -2,8 +2,9 @@
 
 Start order: load the repository (so the first request finds its models), then listen, then write the ports file
 (atomically, once every listener is up, so a script that waits for it can connect at once). Stop order: refuse new
-inferences, let requests in flight finish (bounded by drain_timeout_s), say goodbye to sessions, close the
-listeners, unload the models.
+inferences (UNAVAILABLE), let requests in flight finish (bounded by drain_timeout_s), close the streams (each owner
+hears StreamClosed SERVER_DRAIN), say goodbye to sessions (requests still in flight get UNAVAILABLE, then Kicked),
+close the listeners, unload the models.
 """
 
 from __future__ import annotations
