@@ -308,3 +308,36 @@ def test_every_golden_vmc_bundle_stands_on_its_own():
                                       "/VMC/Ext/Bone/Pos"]
         names += [m.params[0] for m in contents if m.address == "/VMC/Ext/Blend/Val"]
     assert names == OUTPUTS["result"]["labels"]
+
+
+def test_the_blocking_client_keeps_the_golden_events_and_ends_on_the_kick():
+    import socket
+    import threading
+    import time
+
+    from twinfer.client import Client
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            for name in ("stream_closed", "frame_errors", "kicked_frame_too_large"):
+                conn.sendall(bytes.fromhex(FRAMES[name]["frame_hex"]))
+            conn.recv(1)  # until the client goes
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = Client("127.0.0.1", listener.getsockname()[1], timeout=5)
+    deadline = time.monotonic() + 5
+    while not client.closed and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling the reader thread's progress, with a deadline
+    assert client.closed
+    assert [e.WhichOneof("body") for e in client.events] == ["stream_closed", "frame_errors"]
+    assert client.events[0].stream_closed.reason == game_pb2.STREAM_CLOSE_REASON_HEARTBEAT_TIMEOUT
+    with pytest.raises(SessionClosed) as info:
+        client.models()
+    assert info.value.code == game_pb2.ERROR_CODE_FRAME_TOO_LARGE
+    client.close()
+    thread.join(5)
+    listener.close()
