@@ -37,10 +37,6 @@ from twinfer.protocol.error_codes import code_for, code_name
 from twinfer.protocol.framing import KNOWN_FLAGS, FrameDecoder, encode_frame
 from twinfer.protocol.version import MIN_PROTOCOL_VERSION
 from twinfer.server.commands import CommandRegistry, ServerContext
-from twinfer.streaming import datagram as dg
-from twinfer.streaming.manager import MAX_SIDE
-from twinfer.streaming.outputs import FORMATS
-from twinfer.streaming.pixels import PIXEL_FORMATS
 from twinfer.server.sessions import Session
 
 log = Logger()
@@ -309,14 +305,9 @@ def _error_message(request_id: int, code: int, text: str) -> game_pb2.ServerMess
 
 
 def capabilities(limits: ConnectionLimits, context: ServerContext) -> game_pb2.Capabilities:
-    """What LoginResponse tells every client this server speaks and allows."""
-    caps = game_pb2.Capabilities(min_protocol_version=MIN_PROTOCOL_VERSION, target_kinds=list(FORMATS),
-                                 pixel_formats=list(PIXEL_FORMATS), max_frame_bytes=limits.max_frame_bytes,
-                                 max_in_flight=limits.max_in_flight, max_fragments=dg.MAX_FRAGMENTS,
-                                 max_side=MAX_SIDE)
-    streams = context.streams
-    if streams is not None:
-        caps.max_datagram_bytes = streams.max_datagram_bytes
-        caps.max_streams_per_session = streams.max_streams_per_session
-        caps.heartbeat_timeout_s = streams.heartbeat_timeout_s
+    """What LoginResponse tells every client this server speaks and allows (the stream part from the streams)."""
+    caps = game_pb2.Capabilities(min_protocol_version=MIN_PROTOCOL_VERSION, max_frame_bytes=limits.max_frame_bytes,
+                                 max_in_flight=limits.max_in_flight)
+    if context.streams is not None:
+        context.streams.describe(caps)
     return caps

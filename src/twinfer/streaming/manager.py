@@ -149,6 +149,16 @@ class StreamManager:
         for stream_id in list(self.streams):
             self.close(stream_id, CLOSE.STREAM_CLOSE_REASON_SERVER_DRAIN, detail)
 
+    def describe(self, caps: game_pb2.Capabilities) -> None:
+        """The stream half of the Capabilities a login reply advertises."""
+        caps.target_kinds.extend(FORMATS)
+        caps.pixel_formats.extend(PIXEL_FORMATS)
+        caps.max_datagram_bytes = self.max_datagram_bytes
+        caps.max_fragments = dg.MAX_FRAGMENTS
+        caps.max_streams_per_session = self.max_streams_per_session
+        caps.heartbeat_timeout_s = self.heartbeat_timeout_s
+        caps.max_side = MAX_SIDE
+
     # --- control (from game-protocol commands) ------------------------------------------------------------------
 
     def open(self, owner: Any, request: game_pb2.OpenStreamRequest, peer_host: str = "") -> Stream:
