@@ -16,7 +16,9 @@ MIN_PROTOCOL_VERSION = 1
 
 
 def negotiate(client_version: int) -> int:
-    """The version this session speaks; UnsupportedProtocol when the client's is outside what the server does."""
+    """The version this session speaks; UnsupportedProtocol when the client's is outside what the server does.
+
+    The server sends the same messages to every version it accepts: what 2 added, a version-1 client ignores."""
     version = client_version or 1
     if not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
         raise UnsupportedProtocol(f"protocol version {version} is not supported: this server speaks "

@@ -39,7 +39,6 @@ class Session:
     in_flight: int = 0
     host: str = ""  # the TCP peer's IP address: where its stream results may go by default
     expiry: IDelayedCall | None = None  # the kick when the login token expires
-    protocol_version: int = 1  # what the client said at login (0 or no login: 1)
 
     def stream_event(self, message: game_pb2.ServerMessage) -> None:
         """A stream of this session closed or dropped frames (StreamManager): tell the client."""

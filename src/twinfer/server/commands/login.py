@@ -27,12 +27,11 @@ class LoginCommand(Command):
         ctx = self.context
         now = ctx.clock.seconds()
         try:
-            version = negotiate(login.protocol_version)
+            negotiate(login.protocol_version)
             claims = ctx.auth.authenticate(login.token, f"anonymous-{session.session_id}", now)
         except (Unauthenticated, UnsupportedProtocol):
             ctx.sessions.logout(session)
             raise
-        session.protocol_version = version
         session.client_name = login.client_name
         replaced = ctx.sessions.bind_user(session, claims.user)
         if replaced is not None:
