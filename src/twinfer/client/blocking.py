@@ -14,9 +14,9 @@ flight fails with SessionClosed carrying the reason, and every later call raises
 from __future__ import annotations
 
 import itertools
-from collections import deque
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout

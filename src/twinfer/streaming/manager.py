@@ -23,8 +23,10 @@ from twisted.logger import Logger
 from twinfer.errors import InvalidInput, ModelNotFound, ModelNotReady, Overloaded, StreamNotFound
 from twinfer.inference.facade import InferenceFacade
 from twinfer.protocol import game_pb2
+from twinfer.protocol.error_codes import code_for
 from twinfer.security.receivers import ReceiverPolicy
 from twinfer.streaming import datagram as dg
+from twinfer.streaming import pixels
 from twinfer.streaming.face_processor import (
     FACE_TRACKER_BACKEND,
     FaceTrackerProcessor,
@@ -33,8 +35,6 @@ from twinfer.streaming.face_processor import (
 )
 from twinfer.streaming.one_euro import DEFAULT_BETA, DEFAULT_D_CUTOFF, DEFAULT_MIN_CUTOFF, OneEuroFilter
 from twinfer.streaming.outputs import DEFAULT_PORTS, FORMATS
-from twinfer.protocol.error_codes import code_for
-from twinfer.streaming import pixels
 from twinfer.streaming.pixels import PIXEL_FORMATS
 from twinfer.streaming.preprocess import image_layout
 from twinfer.streaming.reassembly import PartialFrameBudget
