@@ -29,7 +29,7 @@ from twinfer.protocol.framing import encode_frame
 from twinfer.protocol.version import PROTOCOL_VERSION
 from twinfer.streaming import datagram as dg
 from twinfer.streaming.outputs.base import FrameResult
-from twinfer.streaming.outputs.livelink import LiveLinkFormat
+from twinfer.streaming.outputs.livelink import LiveLinkFormat, parse_packet
 from twinfer.streaming.outputs.vmc import VmcFormat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,9 +183,14 @@ def known_result() -> FrameResult:
 
 
 def outputs() -> dict[str, Any]:
+    from pythonosc.osc_bundle import OscBundle
+
     result = known_result()
     face = result.face
     assert face is not None
+    packet = LiveLinkFormat("twinfer").encode(result)[0]
+    parsed = parse_packet(packet)
+    bundles = VmcFormat("twinfer").encode(result)
     return {
         "note": NOTE,
         "result": {
@@ -197,8 +202,11 @@ def outputs() -> dict[str, Any]:
             "left_eye_rad": [float(v) for v in face.left_eye], "right_eye_rad": [float(v) for v in face.right_eye],
             "calibration": "CALIBRATED", "subject": "twinfer",
         },
-        "livelink_hex": LiveLinkFormat("twinfer").encode(result)[0].hex(),
-        "vmc_bundles_hex": [b.hex() for b in VmcFormat("twinfer").encode(result)],
+        "livelink_hex": packet.hex(),
+        "livelink": {"device": parsed.device, "subject": parsed.subject, "frame": parsed.frame,
+                     "sub_frame": parsed.sub_frame, "rate": list(parsed.rate), "values": list(parsed.values)},
+        "vmc_bundles_hex": [b.hex() for b in bundles],
+        "vmc_bundles": [[[m.address, *m.params] for m in OscBundle(b)] for b in bundles],
     }
 
 

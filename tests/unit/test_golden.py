@@ -277,6 +277,10 @@ def test_the_live_link_packet_has_the_documented_layout():
     frames = r["capture_time_ns"] / 1e9 * 60
     assert frame == int(frames) % 2**31 and sub_frame == pytest.approx(frames - int(frames), abs=1e-3)
     np.testing.assert_allclose(values[:52], r["values"], rtol=1e-6)
+    assert (device, subject, frame, [numerator, denominator]) == (
+        OUTPUTS["livelink"]["device"], OUTPUTS["livelink"]["subject"], OUTPUTS["livelink"]["frame"],
+        OUTPUTS["livelink"]["rate"])
+    assert sub_frame == OUTPUTS["livelink"]["sub_frame"] and list(values) == OUTPUTS["livelink"]["values"]
     np.testing.assert_allclose(values[52:55], np.array(r["head_rotation_rad"]) / np.pi, rtol=1e-6)
     np.testing.assert_allclose(values[55:61], [r["left_eye_rad"][0] / np.pi, r["left_eye_rad"][1] / np.pi, 0,
                                                r["right_eye_rad"][0] / np.pi, r["right_eye_rad"][1] / np.pi, 0],
@@ -300,6 +304,7 @@ def test_every_golden_vmc_bundle_stands_on_its_own():
         data = bytes.fromhex(hex_bundle)
         assert len(data) <= 1200
         contents = [m for m in OscBundle(data)]
+        assert [[m.address, *m.params] for m in contents] == OUTPUTS["vmc_bundles"][i]
         addresses = [m.address for m in contents]
         assert addresses[:2] == ["/VMC/Ext/OK", "/VMC/Ext/T"] and addresses[-1] == "/VMC/Ext/Blend/Apply"
         assert contents[0].params == [1, 3, 0, 1] and contents[1].params == [OUTPUTS["result"]["stream_seconds"]]
