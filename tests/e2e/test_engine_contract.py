@@ -3,7 +3,8 @@ hmac by hand (only the generated protobuf classes from game.proto), against a re
 
 Login with a token built from the documented rule, capabilities, infer, metadata that agrees with KServe HTTP and
 gRPC, an RGBA8 stream fed with uneven fragments in shuffled order plus heartbeats, a FrameErrors event for a frame
-of the wrong size, StreamClosed when the heartbeats stop, and on SIGTERM StreamClosed(SERVER_DRAIN) then Kicked.
+of the wrong size, StreamClosed when the heartbeats stop and when the model is unloaded, and on SIGTERM
+StreamClosed(SERVER_DRAIN) then Kicked.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from twinfer.protocol import game_pb2
 
 pytestmark = pytest.mark.e2e
 SECRET = "engine-contract-e2e"
+ADMIN = "engine-contract-admin"
 
 
 def b64url(data: bytes) -> str:
@@ -91,11 +93,19 @@ def datagram(key: bytes, kind: int, stream_id: int, sequence: int, index: int, c
     return signed + hmac.new(key, signed, hashlib.sha256).digest()[:16]
 
 
+def repository(server, model: str, action: str) -> None:
+    request = urllib.request.Request(f"http://{server.http}/v2/repository/models/{model}/{action}", data=b"{}",
+                                     headers={"Authorization": f"Bearer {ADMIN}"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+
+
 @pytest.fixture
 def server(tmp_path, server_factory):
     repo = tmp_path / "repo"
     build_repository(repo)
-    running = server_factory(repo, "--token-secret", SECRET, env={"TWINFER_STREAM_HEARTBEAT_TIMEOUT_S": "1"})
+    running = server_factory(repo, "--token-secret", SECRET, env={"TWINFER_STREAM_HEARTBEAT_TIMEOUT_S": "1",
+                                                                  "TWINFER_AUTH__ADMIN_TOKEN": ADMIN})
     yield running
     running.stop()
 
@@ -184,6 +194,14 @@ def test_an_engine_client_from_the_reference_alone(server):
     assert closed.reason == game_pb2.STREAM_CLOSE_REASON_HEARTBEAT_TIMEOUT
     gone = client.call(close_stream=game_pb2.CloseStreamRequest(stream_id=opened.stream_id))
     assert gone.error.code == game_pb2.ERROR_CODE_STREAM_NOT_FOUND
+
+    # its model unloaded (KServe's repository API): MODEL_UNLOADED; loaded again, streams open again
+    unloaded = client.call(open_stream=request).open_stream
+    repository(server, "face_blendshapes", "unload")
+    closed = client.event("stream_closed", timeout=5).stream_closed
+    assert closed.stream_id == unloaded.stream_id
+    assert closed.reason == game_pb2.STREAM_CLOSE_REASON_MODEL_UNLOADED and "face_blendshapes" in closed.detail
+    repository(server, "face_blendshapes", "load")
 
     # SIGTERM: the stream's owner hears SERVER_DRAIN, then the connection is kicked with UNAVAILABLE
     second = client.call(open_stream=request).open_stream
