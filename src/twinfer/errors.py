@@ -20,8 +20,26 @@ class InvalidInput(TwinferError):
     """The request does not match the model's signature (names, datatype, shape, batch size)."""
 
 
+class UnusableFrame(InvalidInput):
+    """A stream frame the server cannot turn into pixels; `reason` says which way, for the session's FrameErrors
+    report: "wrong_size" (raw length is not width * height * channels), "undecodable" (not a readable JPEG),
+    "too_large" (a JPEG bigger than the stream's opened size)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ModelNotFound(TwinferError):
     """No such model, or no such version of it."""
+
+
+class StreamNotFound(TwinferError):
+    """No such stream on this session: never opened, already closed, or another session's."""
+
+
+class UnsupportedProtocol(TwinferError):
+    """The client's protocol version is outside what this server speaks."""
 
 
 class ModelNotReady(TwinferError):

@@ -178,9 +178,9 @@ def test_silent_stream_is_closed_and_heartbeats_keep_one_alive(face_server):
         while time.monotonic() < deadline:
             alive.heartbeat()
             time.sleep(0.2)  # heartbeat period of the capture client
-        from twinfer.errors import ModelNotFound
+        from twinfer.errors import StreamNotFound
 
-        with pytest.raises(ModelNotFound):
+        with pytest.raises(StreamNotFound):
             client.close_stream(silent.stream_id)
         alive.close()
 
@@ -247,14 +247,14 @@ def test_receivers_from_config_get_every_stream(tmp_path, server_factory):
 
 
 def test_calibrate_over_the_wire_names_the_model_when_it_tracks_no_face(face_server):
-    from twinfer.errors import InvalidInput, ModelNotFound
+    from twinfer.errors import InvalidInput, StreamNotFound
 
     with Client("127.0.0.1", face_server.tcp) as client:
         sender = StreamSender(client, "face_blendshapes", 32, 32)
         with pytest.raises(InvalidInput, match="model face_blendshapes does not track faces") as info:
             sender.calibrate(2.0)
         assert info.value.code == game_pb2.ERROR_CODE_INVALID_INPUT
-        with pytest.raises(ModelNotFound):
+        with pytest.raises(StreamNotFound):
             client.calibrate(sender.stream_id + 1000, 2.0)
         sender.close()
 

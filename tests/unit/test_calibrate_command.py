@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from twisted.internet.task import Clock
 
-from twinfer.errors import InvalidInput, ModelNotFound
+from twinfer.errors import InvalidInput, StreamNotFound
 from twinfer.faces.reading import CalibrationState, FaceReading
 from twinfer.protocol import game_pb2
 from twinfer.security.tokens import Authenticator
@@ -85,9 +85,9 @@ def test_calibrate_someone_elses_or_an_unknown_stream_is_not_found(setup):
     _session, stream, command = setup
     stream.processor = FakeTracker()
     other = Session(connection=None, peer="127.0.0.1")  # type: ignore[arg-type]
-    with pytest.raises(ModelNotFound):
+    with pytest.raises(StreamNotFound):
         command.execute(other, calibrate_message(1, 2.0), game_pb2.ServerMessage())
-    with pytest.raises(ModelNotFound):
+    with pytest.raises(StreamNotFound):
         command.execute(_session, calibrate_message(99, 2.0), game_pb2.ServerMessage())
 
 

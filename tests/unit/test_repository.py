@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from tests.support import SyncThreads, build_matmul_relu
-from twinfer.errors import ModelNotFound, ModelNotReady
+from twinfer.errors import InvalidInput, ModelNotFound, ModelNotReady
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import ModelRepository, valid_model_name
 from twinfer.inference.types import InferenceRequest
@@ -72,8 +72,9 @@ def test_version_policy_all_serves_every_version_and_routes_by_number(world):
     assert np.allclose(infer(facade, "1").outputs["OUTPUT0"], X)
     assert np.allclose(infer(facade, "2").outputs["OUTPUT0"], 2 * X)
     assert infer(facade, "7").check(ModelNotFound)
-    assert infer(facade, "../1").check(ModelNotFound)
-    for odd in ("\u00b2", "9" * 5000, "1" * 19):  # isdigit() but int() raises, or absurdly long: still typed
+    for odd in ("../1", "\u00b2"):  # not a number (isdigit() but int() raises): the same error as HTTP's (#19)
+        assert infer(facade, odd).check(InvalidInput)
+    for odd in ("9" * 5000, "1" * 19):  # a number, absurdly long: still typed
         assert infer(facade, odd).check(ModelNotFound)
 
 

@@ -124,7 +124,7 @@ def test_jpeg_frames_decode_to_the_model_input_and_garbage_is_refused():
                          outputs=(TensorConfig(name="y", datatype="FP32", dims=(2,)),))
     buffer = io.BytesIO()
     Image.fromarray(np.full((32, 48, 3), 200, np.uint8)).save(buffer, format="JPEG", quality=95)
-    tensor = preprocess(buffer.getvalue(), "JPEG", 0, 0, image_layout(config), batched=True)
+    tensor = preprocess(buffer.getvalue(), "JPEG", 48, 32, image_layout(config), batched=True)
     assert tensor.shape == (1, 1, 16, 16)
     np.testing.assert_allclose(tensor, 200 / 255, atol=0.02)
     with pytest.raises(Exception, match="not a readable JPEG"):

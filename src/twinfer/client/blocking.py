@@ -17,6 +17,7 @@ import itertools
 import socket
 import ssl
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -71,6 +72,10 @@ class Client:
         self._pending_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._closed: SessionClosed | None = None
+        # Server events (StreamClosed, FrameErrors), newest last; `on_event` (called on the reader thread, must
+        # not block) sees each as it arrives.
+        self.events: deque[game_pb2.ServerMessage] = deque(maxlen=messages.MAX_EVENTS)
+        self.on_event: Callable[[game_pb2.ServerMessage], None] | None = None
         self._reader = threading.Thread(target=self._read_loop, name=f"twinfer-client {host}:{port}", daemon=True)
         self._reader.start()
         if token is not None:
@@ -229,6 +234,11 @@ class Client:
         self._abort(reason)
 
     def _dispatch(self, message: game_pb2.ServerMessage) -> None:
+        if messages.is_event(message):
+            self.events.append(message)
+            if self.on_event is not None:
+                self.on_event(message)
+            return
         kicked = messages.kicked_error(message)
         if kicked is not None:
             # The server closes right after a kick: nothing in flight will be answered, so fail it now.

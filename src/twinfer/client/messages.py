@@ -20,6 +20,7 @@ from twinfer.client.errors import ServerError, SessionClosed, error_from_wire
 from twinfer.protocol import game_pb2
 from twinfer.protocol.framing import encode_frame
 from twinfer.protocol.tensors import numpy_to_tensor, tensor_to_numpy
+from twinfer.protocol.version import PROTOCOL_VERSION
 
 T = TypeVar("T")
 Decode = Callable[[game_pb2.ServerMessage], Any]
@@ -40,6 +41,7 @@ def build_login(request_id: int, token: str, client_name: str) -> bytes:
     msg = game_pb2.ClientMessage(request_id=request_id)
     msg.login.token = token
     msg.login.client_name = client_name
+    msg.login.protocol_version = PROTOCOL_VERSION
     return frame(msg)
 
 
@@ -96,6 +98,15 @@ def build_body(request_id: int, field: str, body: Message) -> bytes:
 def decode_reply(body: bytes) -> game_pb2.ServerMessage:
     """Parse one frame body; a DecodeError means the stream is corrupt and the connection must go."""
     return game_pb2.ServerMessage.FromString(body)
+
+
+EVENTS = ("stream_closed", "frame_errors")
+MAX_EVENTS = 1000  # events a client keeps for `events` (the oldest go first)
+
+
+def is_event(msg: game_pb2.ServerMessage) -> bool:
+    """A server event (request_id 0): a stream closed by the server, or frames it could not use."""
+    return msg.request_id == 0 and msg.WhichOneof("body") in EVENTS
 
 
 def kicked_error(msg: game_pb2.ServerMessage) -> SessionClosed | None:

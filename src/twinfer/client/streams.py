@@ -20,15 +20,16 @@ def target(kind: str, address: str, subject: str = "") -> game_pb2.StreamTarget:
 
 
 class StreamSender:
-    """One open stream. Frames are numpy uint8 images (H, W) for GRAY8 or (H, W, 3) for RGB8."""
+    """One open stream. Frames are numpy uint8 images (H, W) for GRAY8, (H, W, 3) for RGB8, (H, W, 4) for RGBA8 or
+    BGRA8, or JPEG bytes; `bottom_up`: row 0 of every frame is the image's bottom row (docs/protocol.md 5)."""
 
     def __init__(self, client: Client, model: str, width: int, height: int, pixel_format: str = "GRAY8",
                  targets: list[game_pb2.StreamTarget] | None = None, smoothing: bool = False,
-                 version: str | None = None, want_landmarks: bool = False) -> None:
+                 version: str | None = None, want_landmarks: bool = False, bottom_up: bool = False) -> None:
         self.client = client
         request = game_pb2.OpenStreamRequest(model=model, version=version or "", pixel_format=pixel_format,
                                              width=width, height=height, targets=targets or [], smoothing=smoothing,
-                                             want_landmarks=want_landmarks)
+                                             want_landmarks=want_landmarks, bottom_up=bottom_up)
         self.info = client.open_stream(request)
         self.stream_id = self.info.stream_id
         self.labels = list(self.info.labels)

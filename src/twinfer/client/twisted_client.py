@@ -8,7 +8,8 @@ reply decoding come from `twinfer.client.messages`, shared with the blocking cli
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -41,6 +42,9 @@ class GameClientProtocol(Protocol):
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[Deferred[Any], messages.Decode]] = {}
         self._closed: SessionClosed | None = None
+        # Server events (StreamClosed, FrameErrors), newest last; `on_event` sees each as it arrives.
+        self.events: deque[game_pb2.ServerMessage] = deque(maxlen=messages.MAX_EVENTS)
+        self.on_event: Callable[[game_pb2.ServerMessage], None] | None = None
 
     # --- public API ---------------------------------------------------------------------------------------------
 
@@ -127,6 +131,11 @@ class GameClientProtocol(Protocol):
         return d
 
     def _dispatch(self, message: game_pb2.ServerMessage) -> None:
+        if messages.is_event(message):
+            self.events.append(message)
+            if self.on_event is not None:
+                self.on_event(message)
+            return
         kicked = messages.kicked_error(message)
         if kicked is not None:
             self._fail_all(kicked)  # the server closes right after: nothing in flight will be answered

@@ -153,7 +153,7 @@ class KServeHttpApi:
         resolved = self.facade.resolve(name, version)
         if action == "config":
             return json_response(to_json_dict(messages.triton_config(resolved.config)))
-        return json_response(to_json_dict(messages.model_metadata(self.facade.model(name), resolved)))
+        return json_response(messages.model_metadata_json(self.facade.model(name), resolved))
 
     def _infer(self, request: HttpRequest, name: str, version: str | None) -> Deferred[HttpResponse]:
         header_length = request.headers.get(HEADER_LENGTH)

@@ -19,7 +19,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twinfer.backends import BackendOptions
-from twinfer.errors import ConfigError, ModelLoadError, ModelNotFound, ModelNotReady
+from twinfer.errors import ConfigError, InvalidInput, ModelLoadError, ModelNotFound, ModelNotReady
 from twinfer.inference.config_loading import find_model_file, load_model_config
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.model_version import FileSignature, ModelVersion, load_and_warm
@@ -198,8 +198,12 @@ class ModelRepository:
             raise ModelNotReady(f"model {name!r} is not ready ({detail})")
         if not version:
             return versions[max(versions)]
-        # isascii: "²".isdigit() is True but int("²") raises; 18 digits: int() of a 5,000-digit string raises too.
-        if not (version.isascii() and version.isdigit() and len(version) <= 18) or int(version) not in versions:
+        # One error for a version that is not a number, whichever transport asked (HTTP checks it in the URL with
+        # the same words). isascii: "²".isdigit() is True but int("²") raises.
+        if not (version.isascii() and version.isdigit()):
+            raise InvalidInput(f"invalid model version {version!r}: versions are positive integers")
+        # 18 digits: int() of a 5,000-digit string raises.
+        if len(version) > 18 or int(version) not in versions:
             served = ", ".join(str(v) for v in sorted(versions))
             raise ModelNotFound(f"model {name!r} has no version {version!r} being served (served: {served})")
         return versions[int(version)]

@@ -3,28 +3,24 @@ KServe / Triton protobuf messages (gRPC sends them; HTTP renders them with json_
 
 from __future__ import annotations
 
+import json
+
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
 from twinfer import __version__
 from twinfer.inference.model_config import ModelConfig, TensorConfig
 from twinfer.inference.model_version import ModelVersion
+from twinfer.inference.platforms import output_labels, platform_of
 from twinfer.inference.repository import ServedModel
 
 SERVER_NAME = "twinfer"
 EXTENSIONS = ("model_configuration", "statistics", "model_repository", "binary_tensor_data", "metrics")
-# Triton's platform names, so clients that switch on them (perf_analyzer, model analyzers) recognise the format.
-PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "pytorch": "pytorch_libtorch", "tensorflow": "tensorflow_savedmodel"}
+LABELS_PARAMETER = "labels"  # an output's value names: a JSON list in the model config's parameters ("labels.<out>")
 
 
 def server_metadata() -> pb.ServerMetadataResponse:
     return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
-
-
-def platform_of(config: ModelConfig) -> str:
-    from twinfer.backends.base import canonical_backend
-
-    return PLATFORMS.get(canonical_backend(config.backend) or config.backend, config.backend)
 
 
 def model_metadata(model: ServedModel, version: ModelVersion) -> pb.ModelMetadataResponse:
@@ -74,7 +70,23 @@ def triton_config(config: ModelConfig) -> mc.ModelConfig:
         out.dynamic_batching.default_queue_policy.default_timeout_microseconds = db.default_timeout_ms * 1000
     for key, value in config.parameters.items():
         out.parameters[key].string_value = value
+    for name, labels in output_labels(config).items():
+        out.parameters[f"{LABELS_PARAMETER}.{name}"].string_value = json.dumps(labels)
     return out
+
+
+def model_metadata_json(model: ServedModel, version: ModelVersion) -> dict:
+    """KServe v2 model metadata for HTTP: the protobuf's fields, plus each labelled output's names as tensor
+    `parameters` ({"labels": [...]}), which the gRPC message has no field for (gRPC clients read them from the
+    model config's `labels.<output>` parameters)."""
+    from twinfer.kserve.json_proto import to_json_dict
+
+    body = to_json_dict(model_metadata(model, version))
+    labels = output_labels(version.config)
+    for tensor in body.get("outputs", []):
+        if tensor["name"] in labels:
+            tensor["parameters"] = {LABELS_PARAMETER: labels[tensor["name"]]}
+    return body
 
 
 def model_statistics(version: ModelVersion) -> pb.ModelStatistics:

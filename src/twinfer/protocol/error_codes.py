@@ -11,6 +11,8 @@ E = game_pb2.ErrorCode
 ERROR_TO_CODE: dict[type[Exception], int] = {
     errors.InvalidInput: E.ERROR_CODE_INVALID_INPUT,
     errors.ModelNotFound: E.ERROR_CODE_MODEL_NOT_FOUND,
+    errors.StreamNotFound: E.ERROR_CODE_STREAM_NOT_FOUND,
+    errors.UnsupportedProtocol: E.ERROR_CODE_UNSUPPORTED_PROTOCOL,
     errors.ModelNotReady: E.ERROR_CODE_MODEL_NOT_READY,
     errors.Overloaded: E.ERROR_CODE_OVERLOADED,
     errors.RequestTimeout: E.ERROR_CODE_TIMEOUT,

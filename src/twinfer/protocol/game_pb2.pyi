@@ -26,12 +26,29 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_IDLE_TIMEOUT: _ClassVar[ErrorCode]
     ERROR_CODE_UNAVAILABLE: _ClassVar[ErrorCode]
     ERROR_CODE_PERMISSION_DENIED: _ClassVar[ErrorCode]
+    ERROR_CODE_STREAM_NOT_FOUND: _ClassVar[ErrorCode]
+    ERROR_CODE_UNSUPPORTED_PROTOCOL: _ClassVar[ErrorCode]
 
 class CalibrationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CALIBRATION_STATE_NONE: _ClassVar[CalibrationState]
     CALIBRATION_STATE_CALIBRATING: _ClassVar[CalibrationState]
     CALIBRATION_STATE_CALIBRATED: _ClassVar[CalibrationState]
+
+class StreamCloseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_CLOSE_REASON_UNSPECIFIED: _ClassVar[StreamCloseReason]
+    STREAM_CLOSE_REASON_HEARTBEAT_TIMEOUT: _ClassVar[StreamCloseReason]
+    STREAM_CLOSE_REASON_MODEL_UNLOADED: _ClassVar[StreamCloseReason]
+    STREAM_CLOSE_REASON_SERVER_DRAIN: _ClassVar[StreamCloseReason]
+
+class FrameErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FRAME_ERROR_REASON_UNSPECIFIED: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_WRONG_SIZE: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_UNDECODABLE: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_TOO_LARGE: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_INFERENCE: _ClassVar[FrameErrorReason]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_INTERNAL: ErrorCode
 ERROR_CODE_INVALID_FRAME: ErrorCode
@@ -49,9 +66,20 @@ ERROR_CODE_SESSION_REPLACED: ErrorCode
 ERROR_CODE_IDLE_TIMEOUT: ErrorCode
 ERROR_CODE_UNAVAILABLE: ErrorCode
 ERROR_CODE_PERMISSION_DENIED: ErrorCode
+ERROR_CODE_STREAM_NOT_FOUND: ErrorCode
+ERROR_CODE_UNSUPPORTED_PROTOCOL: ErrorCode
 CALIBRATION_STATE_NONE: CalibrationState
 CALIBRATION_STATE_CALIBRATING: CalibrationState
 CALIBRATION_STATE_CALIBRATED: CalibrationState
+STREAM_CLOSE_REASON_UNSPECIFIED: StreamCloseReason
+STREAM_CLOSE_REASON_HEARTBEAT_TIMEOUT: StreamCloseReason
+STREAM_CLOSE_REASON_MODEL_UNLOADED: StreamCloseReason
+STREAM_CLOSE_REASON_SERVER_DRAIN: StreamCloseReason
+FRAME_ERROR_REASON_UNSPECIFIED: FrameErrorReason
+FRAME_ERROR_REASON_WRONG_SIZE: FrameErrorReason
+FRAME_ERROR_REASON_UNDECODABLE: FrameErrorReason
+FRAME_ERROR_REASON_TOO_LARGE: FrameErrorReason
+FRAME_ERROR_REASON_INFERENCE: FrameErrorReason
 
 class Tensor(_message.Message):
     __slots__ = ("name", "datatype", "shape", "data")
@@ -74,12 +102,14 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class LoginRequest(_message.Message):
-    __slots__ = ("token", "client_name")
+    __slots__ = ("token", "client_name", "protocol_version")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     token: str
     client_name: str
-    def __init__(self, token: _Optional[str] = ..., client_name: _Optional[str] = ...) -> None: ...
+    protocol_version: int
+    def __init__(self, token: _Optional[str] = ..., client_name: _Optional[str] = ..., protocol_version: _Optional[int] = ...) -> None: ...
 
 class PingRequest(_message.Message):
     __slots__ = ("client_time_ns",)
@@ -126,7 +156,7 @@ class StreamTarget(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class OpenStreamRequest(_message.Message):
-    __slots__ = ("model", "version", "pixel_format", "width", "height", "targets", "smoothing", "min_cutoff", "beta", "d_cutoff", "want_landmarks")
+    __slots__ = ("model", "version", "pixel_format", "width", "height", "targets", "smoothing", "min_cutoff", "beta", "d_cutoff", "want_landmarks", "bottom_up")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PIXEL_FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +168,7 @@ class OpenStreamRequest(_message.Message):
     BETA_FIELD_NUMBER: _ClassVar[int]
     D_CUTOFF_FIELD_NUMBER: _ClassVar[int]
     WANT_LANDMARKS_FIELD_NUMBER: _ClassVar[int]
+    BOTTOM_UP_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     pixel_format: str
@@ -149,7 +180,8 @@ class OpenStreamRequest(_message.Message):
     beta: float
     d_cutoff: float
     want_landmarks: bool
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., pixel_format: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[StreamTarget, _Mapping]]] = ..., smoothing: _Optional[bool] = ..., min_cutoff: _Optional[float] = ..., beta: _Optional[float] = ..., d_cutoff: _Optional[float] = ..., want_landmarks: _Optional[bool] = ...) -> None: ...
+    bottom_up: bool
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., pixel_format: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[StreamTarget, _Mapping]]] = ..., smoothing: _Optional[bool] = ..., min_cutoff: _Optional[float] = ..., beta: _Optional[float] = ..., d_cutoff: _Optional[float] = ..., want_landmarks: _Optional[bool] = ..., bottom_up: _Optional[bool] = ...) -> None: ...
 
 class OpenStreamResponse(_message.Message):
     __slots__ = ("stream_id", "udp_host", "udp_port", "key", "labels", "max_datagram_bytes", "heartbeat_timeout_s")
@@ -295,15 +327,43 @@ class ClientMessage(_message.Message):
     calibrate: CalibrateRequest
     def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginRequest, _Mapping]] = ..., ping: _Optional[_Union[PingRequest, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsRequest, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataRequest, _Mapping]] = ..., infer: _Optional[_Union[InferRequest, _Mapping]] = ..., open_stream: _Optional[_Union[OpenStreamRequest, _Mapping]] = ..., close_stream: _Optional[_Union[CloseStreamRequest, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., unsubscribe: _Optional[_Union[UnsubscribeRequest, _Mapping]] = ..., calibrate: _Optional[_Union[CalibrateRequest, _Mapping]] = ...) -> None: ...
 
+class Capabilities(_message.Message):
+    __slots__ = ("min_protocol_version", "target_kinds", "pixel_formats", "max_frame_bytes", "max_in_flight", "max_datagram_bytes", "max_fragments", "max_streams_per_session", "heartbeat_timeout_s", "max_side")
+    MIN_PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_KINDS_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_FORMATS_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_DATAGRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAGMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAMS_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    min_protocol_version: int
+    target_kinds: _containers.RepeatedScalarFieldContainer[str]
+    pixel_formats: _containers.RepeatedScalarFieldContainer[str]
+    max_frame_bytes: int
+    max_in_flight: int
+    max_datagram_bytes: int
+    max_fragments: int
+    max_streams_per_session: int
+    heartbeat_timeout_s: float
+    max_side: int
+    def __init__(self, min_protocol_version: _Optional[int] = ..., target_kinds: _Optional[_Iterable[str]] = ..., pixel_formats: _Optional[_Iterable[str]] = ..., max_frame_bytes: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., max_datagram_bytes: _Optional[int] = ..., max_fragments: _Optional[int] = ..., max_streams_per_session: _Optional[int] = ..., heartbeat_timeout_s: _Optional[float] = ..., max_side: _Optional[int] = ...) -> None: ...
+
 class LoginResponse(_message.Message):
-    __slots__ = ("session_id", "user", "expires_at_unix")
+    __slots__ = ("session_id", "user", "expires_at_unix", "protocol_version", "capabilities")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     user: str
     expires_at_unix: int
-    def __init__(self, session_id: _Optional[str] = ..., user: _Optional[str] = ..., expires_at_unix: _Optional[int] = ...) -> None: ...
+    protocol_version: int
+    capabilities: Capabilities
+    def __init__(self, session_id: _Optional[str] = ..., user: _Optional[str] = ..., expires_at_unix: _Optional[int] = ..., protocol_version: _Optional[int] = ..., capabilities: _Optional[_Union[Capabilities, _Mapping]] = ...) -> None: ...
 
 class Pong(_message.Message):
     __slots__ = ("client_time_ns", "server_time_ns")
@@ -377,8 +437,36 @@ class Kicked(_message.Message):
     reason: str
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class StreamClosed(_message.Message):
+    __slots__ = ("stream_id", "reason", "detail")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    reason: StreamCloseReason
+    detail: str
+    def __init__(self, stream_id: _Optional[int] = ..., reason: _Optional[_Union[StreamCloseReason, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class FrameErrors(_message.Message):
+    __slots__ = ("stream_id", "reason", "count", "total", "last_sequence", "message", "code")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    reason: FrameErrorReason
+    count: int
+    total: int
+    last_sequence: int
+    message: str
+    code: ErrorCode
+    def __init__(self, stream_id: _Optional[int] = ..., reason: _Optional[_Union[FrameErrorReason, str]] = ..., count: _Optional[int] = ..., total: _Optional[int] = ..., last_sequence: _Optional[int] = ..., message: _Optional[str] = ..., code: _Optional[_Union[ErrorCode, str]] = ...) -> None: ...
+
 class ServerMessage(_message.Message):
-    __slots__ = ("request_id", "login", "pong", "list_models", "model_metadata", "infer", "error", "kicked", "open_stream", "stream_ack", "calibration_status")
+    __slots__ = ("request_id", "login", "pong", "list_models", "model_metadata", "infer", "error", "kicked", "open_stream", "stream_ack", "calibration_status", "stream_closed", "frame_errors")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LOGIN_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
@@ -390,6 +478,8 @@ class ServerMessage(_message.Message):
     OPEN_STREAM_FIELD_NUMBER: _ClassVar[int]
     STREAM_ACK_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_STATUS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    FRAME_ERRORS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     login: LoginResponse
     pong: Pong
@@ -401,4 +491,6 @@ class ServerMessage(_message.Message):
     open_stream: OpenStreamResponse
     stream_ack: StreamAck
     calibration_status: CalibrationStatus
-    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginResponse, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResponse, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataResponse, _Mapping]] = ..., infer: _Optional[_Union[InferResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., kicked: _Optional[_Union[Kicked, _Mapping]] = ..., open_stream: _Optional[_Union[OpenStreamResponse, _Mapping]] = ..., stream_ack: _Optional[_Union[StreamAck, _Mapping]] = ..., calibration_status: _Optional[_Union[CalibrationStatus, _Mapping]] = ...) -> None: ...
+    stream_closed: StreamClosed
+    frame_errors: FrameErrors
+    def __init__(self, request_id: _Optional[int] = ..., login: _Optional[_Union[LoginResponse, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., list_models: _Optional[_Union[ListModelsResponse, _Mapping]] = ..., model_metadata: _Optional[_Union[ModelMetadataResponse, _Mapping]] = ..., infer: _Optional[_Union[InferResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., kicked: _Optional[_Union[Kicked, _Mapping]] = ..., open_stream: _Optional[_Union[OpenStreamResponse, _Mapping]] = ..., stream_ack: _Optional[_Union[StreamAck, _Mapping]] = ..., calibration_status: _Optional[_Union[CalibrationStatus, _Mapping]] = ..., stream_closed: _Optional[_Union[StreamClosed, _Mapping]] = ..., frame_errors: _Optional[_Union[FrameErrors, _Mapping]] = ...) -> None: ...

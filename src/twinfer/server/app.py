@@ -2,8 +2,9 @@
 
 Start order: load the repository (so the first request finds its models), then listen, then write the ports file
 (atomically, once every listener is up, so a script that waits for it can connect at once). Stop order: refuse new
-inferences, let requests in flight finish (bounded by drain_timeout_s), say goodbye to sessions, close the
-listeners, unload the models.
+inferences (UNAVAILABLE), let requests in flight finish (bounded by drain_timeout_s), close the streams (each owner
+hears StreamClosed SERVER_DRAIN), say goodbye to sessions (requests still in flight get UNAVAILABLE, then Kicked),
+close the listeners, unload the models.
 """
 
 from __future__ import annotations
@@ -269,9 +270,9 @@ class TwinferServer:
             log.warn("drain timed out after {s} s; closing anyway", s=self.settings.drain_timeout_s)
         if timeout.active():
             timeout.cancel()
-        self.tcp_factory.close_all("server shutting down")
         if self.streams is not None:
-            self.streams.stop()
+            self.streams.stop("server shutting down")  # each owner hears StreamClosed before its Kicked
+        self.tcp_factory.close_all("server shutting down")
         if self._grpc_server is not None:
             yield Deferred.fromFuture(asyncio.ensure_future(self._grpc_server.stop(1.0)))
         yield DeferredList([maybeDeferred(p.stopListening) for p in self._listeners])

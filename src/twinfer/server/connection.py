@@ -5,7 +5,9 @@ and closes the connection; a body that does not parse, an unknown message type o
 typed Error reply and the connection keeps going; too many requests in flight get OVERLOADED. A peer that stops
 reading stops being read (ReadPauser), and frames already read wait until it reads again. Once a frame's header is
 in, its body must follow within body_timeout_s. A kicked connection is gone within close_grace_s: its goodbye is
-flushed if the peer reads it, else the socket is aborted.
+flushed if the peer reads it, else the socket is aborted. Nothing is left unanswered: before the Kicked, every
+request still in flight gets an Error with the kick's code (the drain on SIGTERM: UNAVAILABLE). request_id 0 is the
+server's (Kicked, stream events): a request that uses it is refused, not run.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from twinfer.errors import (
 from twinfer.protocol import game_pb2
 from twinfer.protocol.error_codes import code_for, code_name
 from twinfer.protocol.framing import KNOWN_FLAGS, FrameDecoder, encode_frame
+from twinfer.protocol.version import MIN_PROTOCOL_VERSION
 from twinfer.server.commands import CommandRegistry, ServerContext
 from twinfer.server.sessions import Session
 
@@ -63,6 +66,7 @@ class GameConnection(Protocol):
         self._body_call: IDelayedCall | None = None
         self._body_header = 0  # which frame (FrameDecoder.headers_seen) the body deadline is for
         self._abort_call: IDelayedCall | None = None
+        self._pending: set[int] = set()  # request ids not yet answered
         self.session: Session | None = None
 
     # --- connection lifecycle ----------------------------------------------------------------------------------
@@ -131,6 +135,9 @@ class GameConnection(Protocol):
         message.kicked.reason = reason
         try:
             self._pauser.unregister()
+            pending, self._pending = sorted(self._pending), set()
+            for request_id in pending:
+                self.transport.write(encode_frame(_error_message(request_id, code, reason).SerializeToString()))
             self._send(message)
             self.transport.loseConnection()
         except Exception as exc:  # noqa: BLE001 - the transport is already going; make sure it goes
@@ -190,6 +197,9 @@ class GameConnection(Protocol):
             self._send_error(0, MalformedMessage(f"a {len(body)}-byte body that is not a ClientMessage"))
             return
         request_id = message.request_id
+        if request_id == 0:
+            self._send_error(0, MalformedMessage("request_id 0 is reserved for server events: number requests from 1"))
+            return
         if flags & ~KNOWN_FLAGS:
             self._send_error(request_id, InvalidFrame(f"unknown flag bits 0x{flags:04x}"))
             return
@@ -210,14 +220,20 @@ class GameConnection(Protocol):
             self._send_error(request_id, Unavailable("server is shutting down"))
             return
         session.in_flight += 1
+        self._pending.add(request_id)
         reply = game_pb2.ServerMessage(request_id=request_id)
         d = maybeDeferred(command.execute, session, message, reply)
         d.addCallbacks(self._reply_ready, self._reply_failed, errbackArgs=(request_id,))
-        d.addBoth(self._request_done)
+        d.addBoth(self._request_done, request_id)
 
     # --- bytes out ---------------------------------------------------------------------------------------------
 
-    def _request_done(self, _: object) -> None:
+    def send_event(self, message: game_pb2.ServerMessage) -> None:
+        """A server event (request_id 0: StreamClosed, FrameErrors) for this client; dropped once closing."""
+        self._send(message)
+
+    def _request_done(self, _: object, request_id: int) -> None:
+        self._pending.discard(request_id)
         if self.session is not None:
             self.session.in_flight -= 1
             self.factory.request_finished()
@@ -232,10 +248,8 @@ class GameConnection(Protocol):
         self._send_error(request_id, error)
 
     def _send_error(self, request_id: int, error: BaseException) -> None:
-        message = game_pb2.ServerMessage(request_id=request_id)
-        message.error.code = code_for(error)
-        message.error.message = error.message if isinstance(error, TwinferError) else "internal server error"
-        self._send(message)
+        self._send(_error_message(request_id, code_for(error),
+                                  error.message if isinstance(error, TwinferError) else "internal server error"))
 
     def _send(self, message: game_pb2.ServerMessage) -> None:
         if self.transport is not None and (not self._closing or message.HasField("kicked")):
@@ -254,6 +268,8 @@ class GameServerFactory(Factory):
         self.limits = limits
         self.draining = False
         self._idle_waiters: list[Deferred[None]] = []
+        if context.capabilities is None:
+            context.capabilities = capabilities(limits, context)
 
     def buildProtocol(self, addr):  # type: ignore[override]
         return GameConnection(self)
@@ -279,3 +295,19 @@ class GameServerFactory(Factory):
     def close_all(self, reason: str) -> None:
         for session in self.context.sessions.all():
             session.connection.kick(E.ERROR_CODE_UNAVAILABLE, reason)
+
+
+def _error_message(request_id: int, code: int, text: str) -> game_pb2.ServerMessage:
+    message = game_pb2.ServerMessage(request_id=request_id)
+    message.error.code = code
+    message.error.message = text
+    return message
+
+
+def capabilities(limits: ConnectionLimits, context: ServerContext) -> game_pb2.Capabilities:
+    """What LoginResponse tells every client this server speaks and allows (the stream part from the streams)."""
+    caps = game_pb2.Capabilities(min_protocol_version=MIN_PROTOCOL_VERSION, max_frame_bytes=limits.max_frame_bytes,
+                                 max_in_flight=limits.max_in_flight)
+    if context.streams is not None:
+        context.streams.describe(caps)
+    return caps

@@ -8,11 +8,15 @@ from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall
 
+from twinfer.protocol import game_pb2
+
 
 class SessionTransport(Protocol):
-    """What a session needs of its connection: to be kicked."""
+    """What a session needs of its connection: to be kicked, and to pass on server events (request_id 0)."""
 
     def kick(self, code: int, reason: str) -> None: ...
+
+    def send_event(self, message: game_pb2.ServerMessage) -> None: ...
 
 
 _ids = itertools.count(1)
@@ -35,6 +39,10 @@ class Session:
     in_flight: int = 0
     host: str = ""  # the TCP peer's IP address: where its stream results may go by default
     expiry: IDelayedCall | None = None  # the kick when the login token expires
+
+    def stream_event(self, message: game_pb2.ServerMessage) -> None:
+        """A stream of this session closed or dropped frames (StreamManager): tell the client."""
+        self.connection.send_event(message)
 
     def cancel_expiry(self) -> None:
         if self.expiry is not None and self.expiry.active():

@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from twinfer.errors import InvalidInput
 from twinfer.faces.model_specs import FACE_DETECTOR, FACE_LANDMARKS, IRIS_LANDMARKS
 from twinfer.faces.reading import CalibrationState, FaceReading
 from twinfer.faces.solver import FaceSolver
 from twinfer.faces.tracking_step import FaceTrackingStep, ModelCall
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.types import InferenceRequest
-from twinfer.streaming.preprocess import decode_jpeg
+from twinfer.streaming.pixels import frame_pixels
 
 FACE_TRACKER_BACKEND = "face_tracker"
 
@@ -63,18 +62,10 @@ def solver_from(backend: Any) -> FaceSolver:
     return FaceSolver(**kwargs)
 
 
-def frame_to_rgb(pixels: bytes, pixel_format: str, width: int, height: int) -> np.ndarray:
-    """A stream frame as (H, W, 3) uint8 RGB, row 0 at the top."""
-    if pixel_format == "JPEG":
-        return decode_jpeg(pixels, gray=False)
-    channels = {"GRAY8": 1, "RGB8": 3}.get(pixel_format)
-    if channels is None:
-        raise InvalidInput(f"face_tracker takes GRAY8, RGB8 or JPEG frames, not {pixel_format}")
-    if len(pixels) != width * height * channels:
-        raise InvalidInput(f"frame of {len(pixels)} bytes, {width}x{height} {pixel_format} needs "
-                           f"{width * height * channels}")
-    image = np.frombuffer(pixels, np.uint8).reshape(height, width, channels)
-    return np.repeat(image, 3, axis=2) if channels == 1 else image
+def frame_to_rgb(pixels: bytes, pixel_format: str, width: int, height: int, bottom_up: bool = False) -> np.ndarray:
+    """A stream frame as (H, W, 3) uint8 RGB, row 0 at the top (the one conversion: streaming.pixels)."""
+    image = frame_pixels(pixels, pixel_format, width, height, bottom_up)
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
 class FaceTrackerProcessor:
@@ -82,8 +73,9 @@ class FaceTrackerProcessor:
 
     def __init__(self, facade: InferenceFacade, run_blocking: Callable[..., Deferred], models: TrackerModels,
                  pixel_format: str, width: int, height: int, version: str, solver: FaceSolver | None = None,
-                 want_landmarks: bool = False) -> None:
+                 want_landmarks: bool = False, bottom_up: bool = False) -> None:
         self._facade = facade
+        self.bottom_up = bottom_up
         self.version = version
         self._run = run_blocking
         self.models = models
@@ -128,7 +120,7 @@ class FaceTrackerProcessor:
         return await self._run(self._finish, await self._infer(iris_call), size, timestamp_s)
 
     def _begin(self, pixels: bytes) -> tuple[np.ndarray, ModelCall | None]:
-        frame = frame_to_rgb(pixels, self.pixel_format, self.width, self.height)
+        frame = frame_to_rgb(pixels, self.pixel_format, self.width, self.height, self.bottom_up)
         return frame, self.step.detection_call(frame)
 
     def _landmarks(self, outputs: dict[str, np.ndarray], frame: np.ndarray) -> tuple[float, ModelCall | None]:

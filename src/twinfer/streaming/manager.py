@@ -1,5 +1,11 @@
 """All streams of a server process: open/close/subscribe (from game-protocol commands), datagram routing (from
-the UDP endpoint), and the reaper that closes streams whose client went silent."""
+the UDP endpoint), and the reaper that closes streams whose client went silent or whose model went away.
+
+What goes wrong with a stream reaches its session, not only the log and /metrics (issue #19): a stream the server
+closes on its own sends the owner a StreamClosed event, and frames that fail are reported as FrameErrors, at most
+one per reason per stream per report interval. The owner (a server Session) receives them through its
+`stream_event(ServerMessage)`; owners without one (tests, tools) get nothing.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +20,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from twinfer.errors import InvalidInput, ModelNotFound, Overloaded
+from twinfer.errors import InvalidInput, ModelNotFound, ModelNotReady, Overloaded, StreamNotFound
 from twinfer.inference.facade import InferenceFacade
 from twinfer.protocol import game_pb2
+from twinfer.protocol.error_codes import code_for
 from twinfer.security.receivers import ReceiverPolicy
 from twinfer.streaming import datagram as dg
+from twinfer.streaming import pixels
 from twinfer.streaming.face_processor import (
     FACE_TRACKER_BACKEND,
     FaceTrackerProcessor,
@@ -27,7 +35,8 @@ from twinfer.streaming.face_processor import (
 )
 from twinfer.streaming.one_euro import DEFAULT_BETA, DEFAULT_D_CUTOFF, DEFAULT_MIN_CUTOFF, OneEuroFilter
 from twinfer.streaming.outputs import DEFAULT_PORTS, FORMATS
-from twinfer.streaming.preprocess import PIXEL_FORMATS, image_layout
+from twinfer.streaming.pixels import PIXEL_FORMATS
+from twinfer.streaming.preprocess import image_layout
 from twinfer.streaming.reassembly import PartialFrameBudget
 from twinfer.streaming.stream import Address, Stream, Target
 
@@ -36,6 +45,13 @@ MAX_TARGETS = 16
 MAX_SIDE = 4096
 MAX_FILTER_PARAMETER = 1000.0  # One Euro cutoffs in Hz (frames come at most a few hundred a second) and beta
 JPEG_OVERHEAD_BYTES = 64 * 1024  # headers and tables on top of the raw pixels: a JPEG is never larger than this
+CLOSE = game_pb2.StreamCloseReason
+FRAME_ERROR_REASONS = {
+    pixels.WRONG_SIZE: game_pb2.FRAME_ERROR_REASON_WRONG_SIZE,
+    pixels.UNDECODABLE: game_pb2.FRAME_ERROR_REASON_UNDECODABLE,
+    pixels.TOO_LARGE: game_pb2.FRAME_ERROR_REASON_TOO_LARGE,
+    "inference": game_pb2.FRAME_ERROR_REASON_INFERENCE,
+}
 
 
 def max_frame_bytes(pixel_format: str, width: int, height: int, max_datagram_bytes: int) -> int:
@@ -118,18 +134,30 @@ class StreamManager:
         self._send: Callable[[bytes, Address], None] = lambda data, addr: None
         self._reaper = LoopingCall(self.reap)
         self._reaper.clock = clock
+        self.report_interval_s = max(heartbeat_timeout_s / 4, 0.05)  # reaper period; FrameErrors rate limit
 
     def attach(self, send: Callable[[bytes, Address], None], udp_port: int) -> None:
         """Called once the UDP port listens: how to send, and the port to advertise."""
         self._send = send
         self.udp_port = udp_port
-        self._reaper.start(max(self.heartbeat_timeout_s / 4, 0.05), now=False)
+        self._reaper.start(self.report_interval_s, now=False)
 
-    def stop(self) -> None:
+    def stop(self, detail: str = "server shutting down") -> None:
+        """Close every stream, telling each owner (the drain on SIGTERM)."""
         if self._reaper.running:
             self._reaper.stop()
         for stream_id in list(self.streams):
-            self.close(stream_id)
+            self.close(stream_id, CLOSE.STREAM_CLOSE_REASON_SERVER_DRAIN, detail)
+
+    def describe(self, caps: game_pb2.Capabilities) -> None:
+        """The stream half of the Capabilities a login reply advertises."""
+        caps.target_kinds.extend(FORMATS)
+        caps.pixel_formats.extend(PIXEL_FORMATS)
+        caps.max_datagram_bytes = self.max_datagram_bytes
+        caps.max_fragments = dg.MAX_FRAGMENTS
+        caps.max_streams_per_session = self.max_streams_per_session
+        caps.heartbeat_timeout_s = self.heartbeat_timeout_s
+        caps.max_side = MAX_SIDE
 
     # --- control (from game-protocol commands) ------------------------------------------------------------------
 
@@ -165,11 +193,13 @@ class StreamManager:
                                                         self.max_datagram_bytes),
                         budget=self.budget)
         stream.want_landmarks = request.want_landmarks
+        stream.bottom_up = request.bottom_up
+        stream.on_failure = self._frame_failed
         if config.backend == FACE_TRACKER_BACKEND:
             stream.processor = FaceTrackerProcessor(
                 self.facade, self._run_blocking, TrackerModels.from_parameters(config.parameters), pixel_format,
                 request.width, request.height, str(version.version), solver_from(version.backend),
-                want_landmarks=request.want_landmarks)
+                want_landmarks=request.want_landmarks, bottom_up=request.bottom_up)
         for target in targets:
             stream.add_target(target)
         self.streams[stream.id] = stream
@@ -187,13 +217,22 @@ class StreamManager:
     def get(self, stream_id: int, owner: Any) -> Stream:
         stream = self.streams.get(stream_id)
         if stream is None or stream.owner is not owner:
-            raise ModelNotFound(f"no stream {stream_id} on this session")
+            raise StreamNotFound(f"no stream {stream_id} on this session")
         return stream
 
-    def close(self, stream_id: int) -> None:
+    def close(self, stream_id: int, reason: int = CLOSE.STREAM_CLOSE_REASON_UNSPECIFIED, detail: str = "") -> None:
+        """Close a stream. A `reason` means the server closed it on its own: the owner hears why (StreamClosed),
+        after any frame failures not yet reported."""
         stream = self.streams.pop(stream_id, None)
         if stream is None:
             return
+        if reason != CLOSE.STREAM_CLOSE_REASON_UNSPECIFIED:
+            self._report_failures(stream, self.clock.seconds())
+            event = game_pb2.ServerMessage(request_id=0)
+            event.stream_closed.stream_id = stream_id
+            event.stream_closed.reason = reason
+            event.stream_closed.detail = detail
+            _notify(stream.owner, event)
         stream.closed = True
         stream.assembler.close()
         s = stream.stats
@@ -210,11 +249,45 @@ class StreamManager:
             self.close(stream.id)
 
     def reap(self) -> None:
+        """Close silent streams and streams whose model is gone; report frame failures that waited their turn."""
         now = self.clock.seconds()
         self.budget.expire(now)
-        for stream in [s for s in self.streams.values() if now - s.last_heard > self.heartbeat_timeout_s]:
-            log.info("stream {id}: silent for {s:.1f} s, closing", id=stream.id, s=now - stream.last_heard)
-            self.close(stream.id)
+        for stream in list(self.streams.values()):
+            silent = now - stream.last_heard
+            if silent > self.heartbeat_timeout_s:
+                log.info("stream {id}: silent for {s:.1f} s, closing", id=stream.id, s=silent)
+                self.close(stream.id, CLOSE.STREAM_CLOSE_REASON_HEARTBEAT_TIMEOUT,
+                           f"no datagram for {silent:.1f} s (heartbeat_timeout_s {self.heartbeat_timeout_s:g})")
+                continue
+            try:
+                self.facade.resolve(stream.model, stream.version)
+            except (ModelNotFound, ModelNotReady) as exc:
+                log.info("stream {id}: {error}, closing", id=stream.id, error=exc.message)
+                self.close(stream.id, CLOSE.STREAM_CLOSE_REASON_MODEL_UNLOADED, exc.message)
+                continue
+            if now - stream.failures.last_report >= self.report_interval_s:
+                self._report_failures(stream, now)
+
+    # --- reports to the owner -------------------------------------------------------------------------------
+
+    def _frame_failed(self, stream: Stream) -> None:
+        """A frame failed: report at once after a quiet interval, else the reaper reports it with the next ones."""
+        now = self.clock.seconds()
+        if now - stream.failures.last_report >= self.report_interval_s:
+            self._report_failures(stream, now)
+
+    def _report_failures(self, stream: Stream, now: float) -> None:
+        for reason, tally in stream.failures.take(now):
+            event = game_pb2.ServerMessage(request_id=0)
+            report = event.frame_errors
+            report.stream_id = stream.id
+            report.reason = FRAME_ERROR_REASONS[reason]
+            report.count = tally.pending
+            report.total = tally.total
+            report.last_sequence = tally.last_sequence
+            report.message = tally.message
+            report.code = code_for(tally.code_error) if tally.code_error is not None else 0
+            _notify(stream.owner, event)
 
     # --- datagrams (from the UDP endpoint) ----------------------------------------------------------------------
 
@@ -230,3 +303,9 @@ class StreamManager:
             stream.datagram(dg.decode(stream.signer, data), self.clock.seconds())
         except dg.DatagramError as exc:
             (stream.stats.dropped if stream is not None else self.dropped)[exc.reason] += 1
+
+
+def _notify(owner: Any, event: game_pb2.ServerMessage) -> None:
+    send = getattr(owner, "stream_event", None)
+    if send is not None:
+        send(event)

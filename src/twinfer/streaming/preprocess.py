@@ -9,9 +9,9 @@ import numpy as np
 from twinfer.errors import InvalidInput
 from twinfer.inference.datatypes import to_numpy_dtype
 from twinfer.inference.model_config import ModelConfig
+from twinfer.streaming.pixels import MAX_JPEG_PIXELS, PIXEL_FORMATS, decode_jpeg, frame_pixels
 
-PIXEL_FORMATS = {"GRAY8": 1, "RGB8": 3, "JPEG": 0}  # channels of raw formats; JPEG carries its own
-MAX_JPEG_PIXELS = 4096 * 4096  # refuse decompression bombs before decoding
+__all__ = ["MAX_JPEG_PIXELS", "PIXEL_FORMATS", "ImageLayout", "decode_jpeg", "image_layout", "preprocess"]
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -41,22 +41,6 @@ def image_layout(config: ModelConfig) -> ImageLayout:
     raise InvalidInput(f"model {config.name!r}: cannot tell the channel axis of {spec.name!r} dims {dims}")
 
 
-def decode_jpeg(data: bytes, gray: bool) -> np.ndarray:
-    """JPEG bytes -> uint8 (H, W, C); InvalidInput for anything Pillow cannot read as a JPEG."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
-            if image.width * image.height > MAX_JPEG_PIXELS:
-                raise InvalidInput(f"JPEG of {image.width}x{image.height} is larger than {MAX_JPEG_PIXELS} pixels")
-            decoded = np.asarray(image.convert("L" if gray else "RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InvalidInput(f"frame is not a readable JPEG: {exc}") from None
-    return decoded[:, :, None] if decoded.ndim == 2 else decoded
-
-
 def _resize_nearest(image: np.ndarray, height: int, width: int) -> np.ndarray:
     rows = (np.arange(height) * image.shape[0] // height).astype(np.intp)
     cols = (np.arange(width) * image.shape[1] // width).astype(np.intp)
@@ -64,17 +48,10 @@ def _resize_nearest(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def preprocess(frame: bytes, pixel_format: str, width: int, height: int, layout: ImageLayout,
-               batched: bool) -> np.ndarray:
+               batched: bool, bottom_up: bool = False) -> np.ndarray:
     """One frame as a model input (with a batch axis of 1 when the model batches)."""
-    if pixel_format == "JPEG":
-        pixels = decode_jpeg(frame, gray=layout.channels in (0, 1))
-        height, width = pixels.shape[:2]
-    else:
-        channels = PIXEL_FORMATS[pixel_format]
-        expected = width * height * channels
-        if len(frame) != expected:
-            raise InvalidInput(f"frame of {len(frame)} bytes, {width}x{height} {pixel_format} needs {expected}")
-        pixels = np.frombuffer(frame, dtype=np.uint8).reshape(height, width, channels)
+    pixels = frame_pixels(frame, pixel_format, width, height, bottom_up, gray_jpeg=layout.channels in (0, 1))
+    height, width = pixels.shape[:2]
     channels = pixels.shape[2]
     image = pixels.astype(np.float32)
     image *= 1.0 / 255.0  # in place: one 4-byte-per-pixel buffer per frame, not two

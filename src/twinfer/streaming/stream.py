@@ -16,13 +16,14 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twinfer.errors import InvalidInput
+from twinfer.errors import InvalidInput, TwinferError, UnusableFrame
 from twinfer.faces.reading import CalibrationState, FaceReading
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.types import InferenceRequest, InferenceResult
-from twinfer.streaming.datagram import KIND_HEARTBEAT, Datagram, Signer
+from twinfer.streaming.datagram import KIND_HEARTBEAT, Datagram, DatagramError, Signer
 from twinfer.streaming.one_euro import OneEuroFilter
 from twinfer.streaming.outputs import FORMATS, FrameResult, OutputFormat
+from twinfer.streaming.pixels import PIXEL_FORMATS, TOO_LARGE, WRONG_SIZE
 from twinfer.streaming.preprocess import ImageLayout, preprocess
 from twinfer.streaming.reassembly import FrameAssembler, PartialFrameBudget
 from twinfer.streaming.stats import StreamStats
@@ -100,6 +101,9 @@ class Stream:
         self.closed = False
         self.processor: FaceProcessor | None = None  # attached for face_tracker models
         self.want_landmarks = False  # the client asked for the face landmarks in native results
+        self.bottom_up = False  # row 0 of every frame is the image's bottom row
+        self.failures = FrameFailures()
+        self.on_failure: Callable[[Stream], None] = lambda stream: None  # the manager reports to the owner
         self._first_capture_ns: int | None = None
         self._running = False
         self._waiting: _Frame | None = None
@@ -132,7 +136,12 @@ class Stream:
             self.assembler.heartbeat(d, now)
             self.last_heard = now
             return
-        done = self.assembler.add(d, now)
+        try:
+            done = self.assembler.add(d, now)
+        except DatagramError as exc:
+            if exc.reason == "oversized":  # a whole frame too big for the stream: the client must hear of it
+                self._oversized(d.sequence)
+            raise
         self.last_heard = now
         if done is None:
             return
@@ -153,7 +162,7 @@ class Stream:
             d.addCallbacks(self._tracked, self._failed, callbackArgs=(frame,), errbackArgs=(frame,))
         else:
             d = self._run_blocking(preprocess, frame.pixels, self.pixel_format, self.width, self.height,
-                                   self._layout, self._batched)
+                                   self._layout, self._batched, self.bottom_up)
             d.addCallback(lambda tensor: self._facade.infer(
                 InferenceRequest(self.model, {self._layout.input_name: tensor}, self.version, [self._output_name])))
             d.addCallbacks(self._inferred, self._failed, callbackArgs=(frame,), errbackArgs=(frame,))
@@ -200,8 +209,23 @@ class Stream:
         return FrameResult(self.id, frame.sequence, frame.capture_time_ns, time.time_ns(), values, self.labels,
                            version, face, (frame.capture_time_ns - self._first_capture_ns) / 1e9)
 
+    def _oversized(self, sequence: int) -> None:
+        limit = self.assembler.max_frame_bytes
+        if PIXEL_FORMATS[self.pixel_format]:
+            error = UnusableFrame(WRONG_SIZE, f"frame {sequence} is larger than {limit} bytes; {self.width}x"
+                                  f"{self.height} {self.pixel_format} needs {limit}")
+        else:
+            error = UnusableFrame(TOO_LARGE, f"frame {sequence} is larger than {limit} bytes, more than any "
+                                  f"{self.width}x{self.height} JPEG")
+        self.failures.add(error, sequence)
+        if not self.closed:
+            self.on_failure(self)
+
     def _failed(self, failure: Failure, frame: _Frame) -> None:
         self.stats.frames_failed += 1
+        self.failures.add(failure.value, frame.sequence)
+        if not self.closed:
+            self.on_failure(self)
         if self.stats.frames_failed in (1, 10, 100) or self.stats.frames_failed % 1000 == 0:
             log.warn("stream {id}: frame {seq} failed ({n} so far): {error}", id=self.id, seq=frame.sequence,
                      n=self.stats.frames_failed, error=failure.getErrorMessage())
@@ -211,3 +235,44 @@ class Stream:
         if self._waiting is not None and not self.closed:
             frame, self._waiting = self._waiting, None
             self._start(frame)
+
+
+@dataclass(slots=True)
+class FailureTally:
+    """Frames failed for one reason: since the last report, in all, and the latest one."""
+
+    pending: int = 0
+    total: int = 0
+    last_sequence: int = 0
+    message: str = ""
+    code_error: BaseException | None = None
+
+
+class FrameFailures:
+    """Complete frames the stream could not use, by reason, until the manager reports them to the session.
+
+    Reasons are the `UnusableFrame` reasons (wrong_size, undecodable, too_large) and "inference" for anything the
+    model call raised; the wire names them with FrameErrorReason.
+    """
+
+    def __init__(self) -> None:
+        self.by_reason: dict[str, FailureTally] = {}
+        self.last_report = -math.inf
+
+    def add(self, error: BaseException, sequence: int) -> None:
+        reason = error.reason if isinstance(error, UnusableFrame) else "inference"
+        tally = self.by_reason.setdefault(reason, FailureTally())
+        tally.pending += 1
+        tally.total += 1
+        tally.last_sequence = sequence
+        tally.message = error.message if isinstance(error, TwinferError) else "internal server error"
+        tally.code_error = error
+
+    def take(self, now: float) -> list[tuple[str, FailureTally]]:
+        """The reasons with failures not yet reported (their pending counts reset), stamping the report time."""
+        due = [(reason, dataclasses.replace(t)) for reason, t in self.by_reason.items() if t.pending]
+        for reason, _ in due:
+            self.by_reason[reason].pending = 0
+        if due:
+            self.last_report = now
+        return due

@@ -33,6 +33,7 @@ class ServerContext:
     auth: Authenticator
     clock: IReactorTime
     streams: StreamManager | None = None
+    capabilities: game_pb2.Capabilities | None = None  # what LoginResponse advertises; the factory fills it
 
     def stream_manager(self) -> StreamManager:
         from twinfer.errors import Unavailable

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from twinfer.errors import Unauthenticated
+from twinfer.errors import Unauthenticated, UnsupportedProtocol
 from twinfer.protocol import game_pb2
+from twinfer.protocol.version import PROTOCOL_VERSION, negotiate
 from twinfer.server.commands.base import Command, Reply
 from twinfer.server.sessions import Session
 
@@ -14,7 +15,8 @@ class LoginCommand(Command):
 
     A token is good until its `exp`, not just at login: the session is kicked (UNAUTHENTICATED, "token expired")
     when it expires, and a re-login moves that deadline. A failed login logs the session out, so a bad re-login
-    never leaves an earlier identity in force.
+    never leaves an earlier identity in force. The protocol version is checked first (UNSUPPORTED_PROTOCOL): the
+    reply carries the server's own version and its capabilities.
     """
 
     message_type = "login"
@@ -25,8 +27,9 @@ class LoginCommand(Command):
         ctx = self.context
         now = ctx.clock.seconds()
         try:
+            negotiate(login.protocol_version)
             claims = ctx.auth.authenticate(login.token, f"anonymous-{session.session_id}", now)
-        except Unauthenticated:
+        except (Unauthenticated, UnsupportedProtocol):
             ctx.sessions.logout(session)
             raise
         session.client_name = login.client_name
@@ -40,4 +43,7 @@ class LoginCommand(Command):
         reply.login.session_id = session.session_id
         reply.login.user = claims.user
         reply.login.expires_at_unix = claims.expires_at
+        reply.login.protocol_version = PROTOCOL_VERSION
+        if ctx.capabilities is not None:
+            reply.login.capabilities.CopyFrom(ctx.capabilities)
         return reply

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from twinfer.inference.model_config import TensorConfig
+from twinfer.inference.platforms import platform_of
 from twinfer.protocol import game_pb2
 from twinfer.server.commands.base import Command, Reply
 from twinfer.server.sessions import Session
@@ -19,7 +20,7 @@ class ModelMetadataCommand(Command):
         meta = reply.model_metadata
         meta.name = config.name
         meta.versions.extend(str(v) for v in sorted(facade.repository.model(config.name).versions))
-        meta.platform = config.backend
+        meta.platform = platform_of(config)  # the name KServe HTTP and gRPC report
         meta.max_batch_size = config.max_batch_size
 
         def fill(target: game_pb2.TensorMetadata, spec: TensorConfig) -> None:
