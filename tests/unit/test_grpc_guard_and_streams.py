@@ -118,13 +118,18 @@ def test_tls_settings_are_checked_before_the_server_starts(tmp_path):
     assert server_credentials(TlsSettings()) is None
     pem = tmp_path / "x.pem"
     pem.write_text("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n")
+    import trustme
+
+    real = tmp_path / "real.pem"
+    trustme.CA().issue_cert("localhost").cert_chain_pems[0].write_to_path(str(real))
     cases = [
         (TlsSettings(cert_file=pem), "must be set together"),
         (TlsSettings(client_ca_file=pem), "needs tls.cert_file"),
-        (TlsSettings(cert_file=pem, key_file=tmp_path / "missing.pem"), "tls.key_file: cannot read"),
+        (TlsSettings(cert_file=real, key_file=tmp_path / "missing.pem"), "tls.key_file: cannot read"),
+        (TlsSettings(cert_file=pem, key_file=real), "tls.cert_file: .* holds no PEM certificate"),
     ]
     (tmp_path / "text.pem").write_text("not a certificate")
-    cases.append((TlsSettings(cert_file=tmp_path / "text.pem", key_file=pem), "tls.cert_file: .* not a PEM"))
+    cases.append((TlsSettings(cert_file=tmp_path / "text.pem", key_file=pem), "tls.cert_file: .* no PEM"))
     for tls, message in cases:
         with pytest.raises(ConfigError, match=message):
             server_credentials(tls)

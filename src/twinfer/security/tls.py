@@ -10,6 +10,7 @@ that answers its first client with a handshake failure.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,34 @@ def _certificates(setting: str, path: Path) -> list[Any]:
     return [crypto.X509.from_cryptography(c) for c in certificates]
 
 
-def server_tls_options(tls: TlsSettings) -> Any | None:
-    """Twisted's CertificateOptions for `tls`, or None when TLS is off (no cert_file and no key_file)."""
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The PEM bytes of the `tls` settings, read once and checked to parse; what every TLS front-end builds from."""
+
+    cert_chain: bytes
+    key: bytes
+    client_ca: bytes | None
+
+
+def read_tls_files(tls: TlsSettings) -> TlsFiles | None:
+    """None when TLS is off (no cert_file and no key_file); a ConfigError naming the setting otherwise."""
     if tls.cert_file is None and tls.key_file is None:
         if tls.client_ca_file is not None:
             raise ConfigError("config error: tls.client_ca_file needs tls.cert_file and tls.key_file")
         return None
     if tls.cert_file is None or tls.key_file is None:
         raise ConfigError("config error: tls.cert_file and tls.key_file must be set together")
+    _certificates("tls.cert_file", tls.cert_file)
+    if tls.client_ca_file is not None:
+        _certificates("tls.client_ca_file", tls.client_ca_file)
+    return TlsFiles(_read("tls.cert_file", tls.cert_file), _read("tls.key_file", tls.key_file),
+                    _read("tls.client_ca_file", tls.client_ca_file) if tls.client_ca_file is not None else None)
+
+
+def server_tls_options(tls: TlsSettings) -> Any | None:
+    """Twisted's CertificateOptions for `tls`, or None when TLS is off (no cert_file and no key_file)."""
+    if read_tls_files(tls) is None:
+        return None
     from cryptography.hazmat.primitives import serialization
     from OpenSSL import SSL, crypto
     from twisted.internet import ssl
