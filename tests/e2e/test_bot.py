@@ -36,19 +36,20 @@ def test_load_meets_thresholds_and_writes_json_and_html(tmp_path, server_factory
     assert server.stop() == 0
 
 
-def test_http_bot_sends_its_token_to_a_server_with_auth(tmp_path, server_factory):
-    """KServe HTTP takes the game token as a bearer header (#14): without it every infer would be a 401."""
+def test_http_and_grpc_bots_send_their_token_to_a_server_with_auth(tmp_path, server_factory):
+    """KServe HTTP and gRPC take the game token as a bearer token (#14): without it every infer would be refused."""
     import time
 
     from twinfer.security.tokens import TokenAuthority
 
     server = server_factory(make_repository(tmp_path / "repo"), env={"TWINFER_AUTH__TOKEN_SECRET": "bot-secret"})
     token = TokenAuthority("bot-secret").issue("bot", int(time.time()) + 600)
-    out = bot("--target", server.http, "--protocol", "http", "--model", "tiny", "--users", "2", "--duration", "2s",
-              "--token", token, "--json", str(tmp_path / "h.json"))
-    assert out.returncode == 0, out.stdout + out.stderr
-    summary = json.loads((tmp_path / "h.json").read_text())
-    assert summary["ok"] > 50 and summary["failed"] == 0
+    for protocol, target in (("http", server.http), ("grpc", server.grpc)):
+        out = bot("--target", target, "--protocol", protocol, "--model", "tiny", "--users", "2", "--duration", "2s",
+                  "--token", token, "--json", str(tmp_path / f"{protocol}.json"))
+        assert out.returncode == 0, out.stdout + out.stderr
+        summary = json.loads((tmp_path / f"{protocol}.json").read_text())
+        assert summary["ok"] > 50 and summary["failed"] == 0, (protocol, summary)
     assert server.stop() == 0
 
 

@@ -164,8 +164,8 @@ async def connect_http(reactor: Any, host: str, port: int, model: str, rng: np.r
 # --- grpc: KServe v2 over grpc.aio on the asyncio reactor ------------------------------------------------------
 
 class GrpcConnection:
-    def __init__(self, stub: Any, request: Any, timeout: float) -> None:
-        self.stub, self.request, self.timeout = stub, request, timeout
+    def __init__(self, stub: Any, request: Any, timeout: float, metadata: tuple = ()) -> None:
+        self.stub, self.request, self.timeout, self.metadata = stub, request, timeout, metadata
 
     def _call(self, coro: Any) -> Deferred:
         async def run() -> Any:
@@ -179,7 +179,7 @@ class GrpcConnection:
         return Deferred.fromFuture(asyncio.ensure_future(run()))
 
     def infer(self) -> Deferred:
-        return self._call(self.stub.ModelInfer(self.request, timeout=self.timeout))
+        return self._call(self.stub.ModelInfer(self.request, timeout=self.timeout, metadata=self.metadata))
 
     def ping(self) -> Deferred:
         from tritonclient.grpc import service_pb2 as pb
@@ -197,7 +197,7 @@ _channels: dict[str, Any] = {}
 
 
 async def connect_grpc(reactor: Any, host: str, port: int, model: str, rng: np.random.Generator, timeout: float,
-                       **_: Any) -> GrpcConnection:
+                       token: str | None = None, **_: Any) -> GrpcConnection:
     import grpc
     from tritonclient.grpc import service_pb2 as pb
     from tritonclient.grpc import service_pb2_grpc
@@ -206,15 +206,16 @@ async def connect_grpc(reactor: Any, host: str, port: int, model: str, rng: np.r
     if address not in _channels:  # one HTTP/2 channel per process, multiplexed by every virtual user
         _channels[address] = service_pb2_grpc.GRPCInferenceServiceStub(grpc.aio.insecure_channel(address))
     stub = _channels[address]
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()  # as HTTP: the game protocol's token
     # grpc.aio calls are asyncio awaitables; this coroutine runs under Twisted, so hand them to asyncio.
     meta = await Deferred.fromFuture(asyncio.ensure_future(
-        stub.ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=timeout)))
+        stub.ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=timeout, metadata=metadata)))
     request = pb.ModelInferRequest(model_name=model)
     for t in meta.inputs:
         array = random_input(t.datatype, list(t.shape), rng)
         request.inputs.add(name=t.name, datatype=t.datatype, shape=array.shape)
         request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
-    return GrpcConnection(stub, request, timeout)
+    return GrpcConnection(stub, request, timeout, metadata)
 
 
 # --- udp: a stream; a request is one frame and its result ------------------------------------------------------
