@@ -168,3 +168,27 @@ def test_an_unchanged_model_directory_is_not_listed_again(tmp_path, monkeypatch)
     build_matmul_relu(root / "many" / "201" / "model.onnx", 2 * np.eye(16))
     repo.poll()
     assert [p for p in listed if p.endswith("many")] and served(repo, "many") == [201]
+
+
+def test_symlinked_model_and_version_directories_are_followed_and_a_repoint_is_seen(tmp_path):
+    """Finding 8 (decided: followed). The repository is the operator's; symlinks are how blue/green layouts
+    switch (`model -> releases/a`). Re-pointing the link is a change the next poll serves, even when the new
+    target's listing has an old mtime."""
+    releases = tmp_path / "releases"
+    build_matmul_relu(releases / "a" / "1" / "model.onnx", np.eye(16))
+    build_matmul_relu(releases / "b" / "7" / "model.onnx", 2 * np.eye(16))
+    build_matmul_relu(releases / "v" / "model.onnx", 3 * np.eye(16))
+    for d in (releases / "a", releases / "b"):
+        os.utime(d, ns=(1_600_000_000 * 10**9,) * 2)
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "tiny").symlink_to(releases / "a", target_is_directory=True)
+    (root / "other").mkdir()
+    (root / "other" / "3").symlink_to(releases / "v", target_is_directory=True)
+    repo = ModelRepository(root, Clock(), SyncThreads())
+    repo.start()
+    assert served(repo, "tiny") == [1] and served(repo, "other") == [3]
+    (root / "tiny").unlink()
+    (root / "tiny").symlink_to(releases / "b", target_is_directory=True)
+    repo.poll()
+    assert served(repo, "tiny") == [7]

@@ -79,7 +79,7 @@ def version_number(name: str) -> int | None:
     return None
 
 
-Listing = tuple[int, dict[int, str], tuple[str, ...]]  # (directory mtime_ns, number -> name, skipped names)
+Listing = tuple[tuple[int, int, int], dict[int, str], tuple[str, ...]]  # ((dev, inode, mtime_ns), numbers, skipped)
 RACY_S = 2.0  # a listing is reused only for a directory unchanged for this long (mtime ticks can be coarse)
 
 
@@ -106,10 +106,12 @@ def scan_repository(root: Path, policies: Mapping[str, VersionPolicy | None] | N
 
 def _list_versions(model_dir: Path, listings: dict[Path, Listing] | None) -> Listing:
     """The version directories of a model. Adding, removing or renaming one changes the directory's mtime, so an
-    unchanged mtime (older than RACY_S, so a change in the same tick cannot hide) means an unchanged listing."""
-    mtime_ns = os.stat(model_dir).st_mtime_ns
+    unchanged mtime (older than RACY_S, so a change in the same tick cannot hide) means an unchanged listing; the
+    inode is part of the key, so a symlinked model directory pointed elsewhere is listed again."""
+    st = os.stat(model_dir)
+    mtime_ns, key = st.st_mtime_ns, (st.st_dev, st.st_ino, st.st_mtime_ns)
     cached = listings.get(model_dir) if listings is not None else None
-    if cached is not None and cached[0] == mtime_ns:
+    if cached is not None and cached[0] == key:
         return cached
     numbered: dict[int, str] = {}
     skipped = []
@@ -122,7 +124,7 @@ def _list_versions(model_dir: Path, listings: dict[Path, Listing] | None) -> Lis
                 numbered[number] = entry.name
             elif entry.name.isnumeric():
                 skipped.append(entry.name)
-    listing = (mtime_ns, numbered, tuple(sorted(skipped)))
+    listing = (key, numbered, tuple(sorted(skipped)))
     if listings is not None and time.time_ns() - mtime_ns > RACY_S * 1e9:
         listings[model_dir] = listing
     return listing
