@@ -115,7 +115,7 @@ def test_huge_versionless_and_list_documents_are_refused_and_the_watch_keeps_goi
     cache_dir = tmp_path / "cache"
     env = {"TWINFER_CONFIG_CACHE_DIR": str(cache_dir)}
     script = ["huge", json.dumps({"group": GROUP, "settings": {"idle_timeout_s": 31}}).encode(), b"[1, 2, 3]",
-              document(2, repository_poll_s=0, idle_timeout_s=32)]
+              document(2, repository_poll_s=0, idle_timeout_s=32), *[document(2, repository_poll_s=0)] * 2]
     with FakeConfigServer(document(1, repository_poll_s=0, idle_timeout_s=30), script) as fake:
         server = start_server(tmp_path, repo, "--insecure-dev", "--config-server", fake.url, "--service-group",
                               GROUP, env=env, address_space=ATTACK_ADDRESS_SPACE)
@@ -123,8 +123,12 @@ def test_huge_versionless_and_list_documents_are_refused_and_the_watch_keeps_goi
         baseline = rss_mb(server.process.pid)
         wait_until(lambda: "service group stage v2: applied idle_timeout_s" in server.log(), timeout=60,
                    what="the good v2 after three bad documents")
+        wait_until(lambda: not fake.script, timeout=30, what="the same version answered twice more")
+        wait_until(lambda: "version 2 is not newer than 2" in server.log(), what="a stale answer refused")
         log = server.log()
-        assert fake.served[0] == "huge" and len(fake.served) == 4
+        assert fake.served[0] == "huge" and len(fake.served) == 6
+        assert log.count("version 2 is not newer than 2") == 1  # logged once, retried with backoff, not re-applied
+        assert log.count("service group stage v2: applied") == 1
         assert log.count("larger than 1048576 bytes; refused") == 1
         assert log.count("`version` must be a positive integer, got None") == 1
         assert log.count("expected a JSON object, got list") == 1
