@@ -4,8 +4,13 @@ TCP, HTTP, metrics and gRPC ports are shared with SO_REUSEPORT (the supervisor h
 non-listening socket so port 0 resolves once for all workers); each worker owns its UDP port (base + index, or
 its own free port when the base is 0) and advertises it to the streams it serves. A worker that dies is
 restarted with backoff (0.1 s doubling to 5 s; reset once it has lived 10 s). SIGTERM is forwarded to every
-worker, which drains; the supervisor exits 0 once they are gone. Status (pids, uptime, restarts, sessions) goes to
-a JSON file every second for `twinfer status`.
+worker, which drains; the supervisor exits 0 once they are gone, also when the SIGTERM comes during start-up.
+Status (pids, uptime, restarts, hung workers killed, sessions) goes to a JSON file every second for `twinfer status`.
+
+Each worker gets two pipes (twinfer.worker_link): one whose EOF tells it the supervisor died (it drains instead of
+serving on as an orphan; PR_SET_PDEATHSIG as well on Linux), and one its reactor writes a heartbeat to. A worker
+silent for worker_heartbeat_timeout_s (stopped, wedged; the kernel still hands it its share of SO_REUSEPORT
+connections) is killed with SIGKILL, logged, counted, and restarted like any worker that died.
 """
 
 from __future__ import annotations
@@ -28,17 +33,23 @@ from twisted.logger import Logger
 from twinfer.config import Settings
 from twinfer.jsonfile import write_json_atomically
 from twinfer.reuseport import reserve_port
+from twinfer.worker_link import HEARTBEAT_FD, PARENT_FD, heartbeat_interval
 
 log = Logger()
 SHARED = ("tcp", "http", "metrics", "grpc")
 MAX_BACKOFF_S = 5.0
 HEALTHY_AFTER_S = 10.0
+FIRST_HEARTBEAT_GRACE_S = 60.0  # imports and the service-group pull come before a worker's reactor runs
 
 
 class _WorkerProtocol(ProcessProtocol):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.ended: Deferred[None] = Deferred()
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == HEARTBEAT_FD:
+            self.worker.last_beat = time.monotonic()
 
     def processEnded(self, reason: Any) -> None:
         self.ended.callback(None)
@@ -52,6 +63,9 @@ class Worker:
         self.restarts = 0
         self.fast_failures = 0
         self.started_at = 0.0
+        self.last_beat: float | None = None
+        self.hung_kills = 0
+        self.killing = False
         self.process: Any = None
         self.last_pid: int | None = None
         self.protocol: _WorkerProtocol | None = None
@@ -65,8 +79,9 @@ class Worker:
         self.protocol = _WorkerProtocol(self)
         args = [sys.executable, "-m", "twinfer", "serve", "--config", str(s.worker_config(self.index))]
         self.process = s.reactor.spawnProcess(self.protocol, sys.executable, args, env=s.worker_env,
-                                              childFDs={0: "w", 1: 1, 2: 2})
+                                              childFDs={0: "w", 1: 1, 2: 2, PARENT_FD: "w", HEARTBEAT_FD: "r"})
         self.started_at = time.monotonic()
+        self.last_beat, self.killing = None, False
         self.last_pid = self.process.pid
         log.info("worker {i} started (pid {pid})", i=self.index, pid=self.process.pid)
 
@@ -83,6 +98,21 @@ class Worker:
         self.restarts += 1
         s.reactor.callLater(delay, self._restart)
 
+    def check_alive(self, timeout_s: float, now: float) -> None:
+        """SIGKILL a worker whose reactor has been silent too long; processEnded then restarts it."""
+        if self.pid is None or self.killing:
+            return
+        since = self.last_beat if self.last_beat is not None else self.started_at
+        limit = timeout_s if self.last_beat is not None else timeout_s + FIRST_HEARTBEAT_GRACE_S
+        if now - since <= limit:
+            return
+        self.killing = True
+        self.hung_kills += 1
+        log.error("worker {i} (pid {pid}) sent no heartbeat for {s:.1f} s (hung or stopped): killing it (SIGKILL) "
+                  "and starting another; {n} hung worker(s) killed so far", i=self.index, pid=self.pid,
+                  s=now - since, n=sum(w.hung_kills for w in self.supervisor.workers))
+        self.terminate(signal.SIGKILL)
+
     def _restart(self) -> None:
         if not self.supervisor.stopping:
             self.start()
@@ -96,6 +126,8 @@ class Worker:
 
 
 class Supervisor:
+    stops_during_start = True  # run_reactor: a SIGTERM during start-up drains the workers already started
+
     def __init__(self, settings: Settings, reactor: Any) -> None:
         self.settings = settings
         self.reactor = reactor
@@ -114,6 +146,7 @@ class Supervisor:
         self.status_file = settings.status_file or (
             Path(f"{settings.ports_file}.status.json") if settings.ports_file else self.run_dir / "status.json")
         self._status = LoopingCall(self._write_status)
+        self._liveness = LoopingCall(self._check_workers)
 
     def worker_config(self, index: int) -> Path:
         """The merged settings, as a YAML file each worker starts from (environment already applied)."""
@@ -135,8 +168,14 @@ class Supervisor:
     def start(self):
         for worker in self.workers:
             worker.start()
+        timeout = self.settings.worker_heartbeat_timeout_s
+        if timeout > 0:
+            self._liveness.clock = self.reactor
+            self._liveness.start(heartbeat_interval(timeout), now=False)
         deadline = time.monotonic() + 120
         while not all((self.run_dir / f"worker-{w.index}.ports.json").exists() for w in self.workers):
+            if self.stopping:
+                return
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not come up within 120 s")
             yield deferLater(self.reactor, 0.05, lambda: None)
@@ -147,6 +186,8 @@ class Supervisor:
             ports["udp"] = udp[0]
             ports["udp_workers"] = udp
         ports["workers"] = len(self.workers)
+        if self.stopping:
+            return
         self._status.start(1.0)
         log.info("supervisor: {n} workers listening on {host}: {ports}", n=len(self.workers),
                  host=self.settings.host, ports=ports)
@@ -163,10 +204,18 @@ class Supervisor:
                 reported = {}
             current = reported.get("pid") == w.pid
             rows.append({"worker": w.index, "pid": w.pid, "uptime_s": round(time.monotonic() - w.started_at, 1),
-                         "restarts": w.restarts, "sessions": reported.get("sessions") if current else None,
+                         "restarts": w.restarts, "hung_kills": w.hung_kills,
+                         "sessions": reported.get("sessions") if current else None,
                          "streams": reported.get("streams") if current else None,
                          "udp_port": (reported.get("ports") or {}).get("udp") if current else None})
-        return {"supervisor_pid": os.getpid(), "ports": self.ports, "workers": rows}
+        return {"supervisor_pid": os.getpid(), "ports": self.ports, "workers": rows,
+                "hung_kills": sum(w.hung_kills for w in self.workers)}
+
+    def _check_workers(self) -> None:
+        if not self.stopping:
+            now = time.monotonic()
+            for w in self.workers:
+                w.check_alive(self.settings.worker_heartbeat_timeout_s, now)
 
     def _write_status(self) -> None:
         write_json_atomically(Path(self.status_file), self.status())
@@ -174,8 +223,9 @@ class Supervisor:
     def stop(self) -> Deferred[Any]:
         """Forward SIGTERM; SIGKILL whoever is still draining after drain_timeout_s + 5 s."""
         self.stopping = True
-        if self._status.running:
-            self._status.stop()
+        for loop in (self._status, self._liveness):
+            if loop.running:
+                loop.stop()
         waits = [w.protocol.ended for w in self.workers if w.protocol is not None and not w.protocol.ended.called]
         for w in self.workers:
             w.terminate()
@@ -203,9 +253,11 @@ def print_status(path: Path) -> int:
         print(f"twinfer status: cannot read {path}: {exc}", file=sys.stderr)
         return 1
     print(f"supervisor pid {status['supervisor_pid']}, ports {status['ports']}")
-    print(f"{'worker':>6} {'pid':>8} {'uptime s':>9} {'restarts':>8} {'sessions':>8} {'streams':>7} {'udp':>6}")
+    print(f"{'worker':>6} {'pid':>8} {'uptime s':>9} {'restarts':>8} {'hung':>4} {'sessions':>8} {'streams':>7} "
+          f"{'udp':>6}")
     for w in status["workers"]:
         print(f"{w['worker']:>6} {w['pid'] or '-':>8} {w['uptime_s']:>9} {w['restarts']:>8} "
+              f"{w.get('hung_kills', 0):>4} "
               f"{'-' if w['sessions'] is None else w['sessions']:>8} {'-' if w['streams'] is None else w['streams']:>7}"
               f" {w['udp_port'] or '-':>6}")
     return 0

@@ -55,6 +55,9 @@ class Settings(_Section):
     reuse_port: bool = Field(False, description="share listening ports with other processes (set for workers by "
                              "the supervisor)")
     worker_index: int = Field(-1, ge=-1, description="this worker's index under a supervisor (-1 = standalone)")
+    worker_heartbeat_timeout_s: float = Field(
+        10.0, ge=0, description="a worker whose reactor sends its supervisor no heartbeat for this long (a hung "
+        "or stopped process) is killed and replaced; 0 = never")
     status_file: Path | None = Field(None, description="JSON status written every second (workers and "
                                      "supervisor); `twinfer status` reads the supervisor's")
     log_format: Literal["text", "json"] = Field("text", description="text, or JSON lines for log collectors")

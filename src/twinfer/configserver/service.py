@@ -22,13 +22,30 @@ from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred
 
-from twinfer.configserver.store import ConfigStore, valid_group
+from twinfer.configserver.store import ConfigStore, StoreError, StoreFull, StoreReadOnly, valid_group
 from twinfer.errors import InvalidInput, ModelNotFound
 from twinfer.http.connection import HttpRequest, HttpResponse
 from twinfer.http.errors import Forbidden, MethodNotAllowed, NotFoundRoute
 
-_GROUP = re.compile(r"/v1/groups/(?P<group>[^/]+)(?:/versions(?:/(?P<version>\d+))?(?P<list>/?))?")
+_GROUP = re.compile(r"/v1/groups/(?P<group>[^/]+)(?:/versions(?:/(?P<version>[0-9]{1,18}))?(?P<list>/?))?")
 MAX_WAIT_S = 60.0
+_VERSION = re.compile(r"[0-9]{1,18}")  # ASCII only: "²".isdigit() is True, int("²") raises
+_SECONDS = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?")  # float() also takes "nan", "inf", "1e9", " 1_0 "
+STORE_STATUS = ((StoreFull, 507), (StoreReadOnly, 503), (StoreError, 500))
+
+
+def query_int(query: dict[str, list[str]], key: str) -> int:
+    value = query.get(key, ["0"])[0] or "0"
+    if not _VERSION.fullmatch(value):
+        raise InvalidInput(f"{key}: {value[:40]!r} is not a version number")
+    return int(value)
+
+
+def query_seconds(query: dict[str, list[str]], key: str) -> float:
+    value = query.get(key, ["0"])[0] or "0"
+    if not _SECONDS.fullmatch(value):
+        raise InvalidInput(f"{key}: {value[:40]!r} is not a number of seconds")
+    return float(value)
 
 
 def check_settings(settings: dict[str, Any]) -> None:
@@ -89,8 +106,8 @@ class ConfigServerApi:
 
     def _get(self, group: str, request: HttpRequest) -> HttpResponse | Deferred[HttpResponse]:
         query = parse_qs(request.query)
-        known = int(query.get("version", ["0"])[0] or 0)
-        wait = min(float(query.get("wait", ["0"])[0] or 0), MAX_WAIT_S)
+        known = query_int(query, "version")
+        wait = min(query_seconds(query, "wait"), MAX_WAIT_S)
         latest = self.store.latest(group)
         if wait > 0 and latest <= known:
             return self._wait(group, known, wait, request)
@@ -136,11 +153,20 @@ class ConfigServerApi:
             body = json.loads(request.body or b"{}")
         except ValueError as exc:
             raise InvalidInput(f"body is not JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidInput("body is nested too deeply") from None
         settings = body.get("settings", body) if isinstance(body, dict) else None
         if not isinstance(settings, dict):
             raise InvalidInput("body must be a JSON object of settings")
-        check_settings(settings)
-        version = self.store.put(group, settings)
+        try:
+            check_settings(settings)
+        except RecursionError:
+            raise InvalidInput("settings are nested too deeply") from None
+        try:
+            version = self.store.put(group, settings)
+        except StoreError as exc:
+            status = next(code for cls, code in STORE_STATUS if isinstance(exc, cls))
+            return HttpResponse(status, json.dumps({"error": exc.message}).encode())
         for d in self._watchers.pop(group, []):
             if not d.called:
                 d.callback(None)

@@ -43,6 +43,9 @@ from twinfer.inference.paths import inside_model_dir
 
 MODEL_FILENAMES = tuple(name for names in MODEL_FILES.values() for name in names)  # search order without a backend
 DERIVED_MAX_BATCH_SIZE = 64
+# config.pbtxt / config.yaml / a label file: real ones are kilobytes. A 73 MB config.pbtxt took 30 s and 376 MB
+# to parse (holding the GIL, so every other model and request waited); past this a file is refused unread.
+MAX_CONFIG_FILE_BYTES = 1024 * 1024
 _TENSOR_KINDS = ("inputs", "outputs")
 Shape = tuple[int, ...] | None  # None: the model does not say (unknown rank)
 
@@ -54,6 +57,15 @@ def find_model_file(version_dir: Path, backend: str | None = None) -> Path | Non
     names = MODEL_FILES[canonical] if canonical else MODEL_FILENAMES
     return next((version_dir / n for n in names
                  if (version_dir / n).is_file() or (n.endswith(".savedmodel") and (version_dir / n).is_dir())), None)
+
+
+def read_config_text(path: Path, what: str = "config file") -> str:
+    """The file's text, refused (ConfigError) past MAX_CONFIG_FILE_BYTES without reading more than that."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_CONFIG_FILE_BYTES + 1)
+    if len(raw) > MAX_CONFIG_FILE_BYTES:
+        raise ConfigError(f"{path}: {what} larger than {MAX_CONFIG_FILE_BYTES // 1024} KiB; refused unread")
+    return raw.decode()
 
 
 # --- layer 1: the model file ------------------------------------------------------------------------------------
@@ -163,7 +175,7 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
     from tritonclient.grpc import model_config_pb2 as mc
 
     try:
-        config = text_format.Parse(path.read_text(), mc.ModelConfig())
+        config = text_format.Parse(read_config_text(path), mc.ModelConfig())
     except (text_format.ParseError, OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a valid Triton model config ({' '.join(str(exc).split())})") from exc
     out: dict[str, Any] = {"max_batch_size": config.max_batch_size}  # absent means 0 to Triton as well
@@ -183,7 +195,7 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
                   if is_output and t.label_filename else None)
         if labels is not None and labels.is_file():
             try:
-                lines = [line.strip() for line in labels.read_text().splitlines()]
+                lines = [line.strip() for line in read_config_text(labels, "label file").splitlines()]
             except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"{path}: label_filename {t.label_filename!r}: {exc}") from None
             while lines and not lines[-1]:
@@ -227,9 +239,11 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
 def read_yaml(path: Path) -> dict[str, Any]:
     """The file as a partial config dict; `dynamic_batching: false/true` means off / on with defaults."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_config_text(path))
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -9,7 +9,10 @@ of a swap, and a broken version never takes traffic: the old one keeps serving.
 
 from __future__ import annotations
 
+import os
 import re
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from twisted.logger import Logger
 from twinfer.backends import BackendOptions
 from twinfer.errors import ConfigError, InvalidInput, ModelLoadError, ModelNotFound, ModelNotReady
 from twinfer.inference.config_loading import find_model_file, load_model_config
-from twinfer.inference.model_config import ModelConfig
+from twinfer.inference.model_config import ModelConfig, VersionPolicy
 from twinfer.inference.model_version import FileSignature, ModelVersion, load_and_warm
 from twinfer.inference.threads import ThreadRunner
 
@@ -38,12 +41,18 @@ def valid_model_name(name: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ModelOnDisk:
-    """What one scan found for one model directory."""
+    """What one scan found for one model directory.
+
+    `versions` holds the version directories with a model file that `policy` can select (all of them when
+    `policy` is None); `skipped` the directory names that look like versions but are not (see version_number).
+    """
 
     name: str
     path: Path
     versions: dict[int, FileSignature]
     config_files: tuple[FileSignature, ...]
+    policy: VersionPolicy | None = None
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -62,26 +71,82 @@ class ServedModel:
     lock: DeferredLock = field(default_factory=DeferredLock)
 
 
-def scan_repository(root: Path) -> dict[str, ModelOnDisk]:
-    """Blocking: list models, their version files and config files."""
+def version_number(name: str) -> int | None:
+    """A version directory's number: canonical ASCII decimal, 1 to 18 digits, no leading zero. `"²".isdigit()` is
+    True but int("²") raises, and int("٣") is 3; "007" and "7" would both be version 7."""
+    if 0 < len(name) <= 18 and name.isascii() and name.isdigit() and name[0] != "0":
+        return int(name)
+    return None
+
+
+Listing = tuple[tuple[int, int, int], dict[int, str], tuple[str, ...]]  # ((dev, inode, mtime_ns), numbers, skipped)
+RACY_S = 2.0  # a listing is reused only for a directory unchanged for this long (mtime ticks can be coarse)
+
+
+def scan_repository(root: Path, policies: Mapping[str, VersionPolicy | None] | None = None,
+                    listings: dict[Path, Listing] | None = None) -> dict[str, ModelOnDisk]:
+    """Blocking: list models, their version files and config files. `policies` (the version policy each known model
+    was last configured with) and `listings` (the version directories each model directory held, by its mtime)
+    let a model with 10,000 version directories be scanned without listing or opening them all every poll."""
     found: dict[str, ModelOnDisk] = {}
     if not root.is_dir():
         raise ConfigError(f"model repository {root} is not a directory")
-    for model_dir in sorted(root.iterdir()):
-        if model_dir.is_dir() and valid_model_name(model_dir.name):
-            found[model_dir.name] = scan_model(model_dir)
+    with os.scandir(root) as entries:
+        names = sorted(e.name for e in entries if valid_model_name(e.name) and e.is_dir())
+    for name in names:
+        try:
+            found[name] = scan_model(root / name, (policies or {}).get(name), listings)
+        except FileNotFoundError:  # removed between the listing and the look inside: gone, as the next scan says
+            continue
+    if listings is not None:
+        for gone in [path for path in listings if path.name not in found]:
+            del listings[gone]
     return found
 
 
-def scan_model(model_dir: Path) -> ModelOnDisk:
+def _list_versions(model_dir: Path, listings: dict[Path, Listing] | None) -> Listing:
+    """The version directories of a model. Adding, removing or renaming one changes the directory's mtime, so an
+    unchanged mtime (older than RACY_S, so a change in the same tick cannot hide) means an unchanged listing; the
+    inode is part of the key, so a symlinked model directory pointed elsewhere is listed again."""
+    st = os.stat(model_dir)
+    mtime_ns, key = st.st_mtime_ns, (st.st_dev, st.st_ino, st.st_mtime_ns)
+    cached = listings.get(model_dir) if listings is not None else None
+    if cached is not None and cached[0] == key:
+        return cached
+    numbered: dict[int, str] = {}
+    skipped = []
+    with os.scandir(model_dir) as entries:
+        for entry in entries:
+            if not entry.is_dir():
+                continue
+            number = version_number(entry.name)
+            if number is not None:
+                numbered[number] = entry.name
+            elif entry.name.isnumeric():
+                skipped.append(entry.name)
+    listing = (key, numbered, tuple(sorted(skipped)))
+    if listings is not None and time.time_ns() - mtime_ns > RACY_S * 1e9:
+        listings[model_dir] = listing
+    return listing
+
+
+def scan_model(model_dir: Path, policy: VersionPolicy | None = None,
+               listings: dict[Path, Listing] | None = None) -> ModelOnDisk:
+    """One model directory. A version directory is only opened when `policy` may select it, newest first, so the
+    cost of a poll does not grow with the versions kept."""
+    _, numbered, skipped = _list_versions(model_dir, listings)
+    candidates = sorted(numbered, reverse=True)
+    if policy is not None and policy.policy == "specific":
+        candidates = [v for v in candidates if v in policy.versions]
     versions = {}
-    for child in model_dir.iterdir():
-        if child.is_dir() and child.name.isdigit() and int(child.name) > 0:
-            model_file = find_model_file(child)
-            if model_file is not None:
-                versions[int(child.name)] = FileSignature.of(model_file)
+    for number in candidates:
+        model_file = find_model_file(model_dir / numbered[number])
+        if model_file is not None:
+            versions[number] = FileSignature.of(model_file)
+            if policy is not None and policy.policy == "latest" and len(versions) >= policy.latest_n:
+                break
     configs = tuple(FileSignature.of(model_dir / n) for n in CONFIG_FILES if (model_dir / n).is_file())
-    return ModelOnDisk(model_dir.name, model_dir, versions, configs)
+    return ModelOnDisk(model_dir.name, model_dir, versions, configs, policy, skipped)
 
 
 class ModelRepository:
@@ -100,7 +165,9 @@ class ModelRepository:
         self._poll_interval_s = poll_interval_s
         self._models: dict[str, ServedModel] = {}
         self._poller: LoopingCall | None = None
-        self._poll_lock = DeferredLock()
+        self._poll_lock = DeferredLock()  # one scan at a time; the reconciles it starts run on per-model locks
+        self._skipped_logged: set[tuple[str, str]] = set()
+        self._listings: dict[Path, Listing] = {}  # the scan thread's, under the poll lock
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -134,21 +201,45 @@ class ModelRepository:
             self._poller.start(seconds, now=False)
 
     def _poll_logged(self) -> Deferred[None]:
-        d = self.poll()
+        """The periodic poll: done once the scan has started its reconciles, so a model that takes 30 s to load
+        never delays the next scan, nor the hot reload of any other model."""
+
+        def started(work: list[Deferred]) -> None:
+            for d in work:
+                d.addErrback(lambda f: log.failure("model reconcile failed", f))
+
+        d = self._poll_lock.run(self._scan_and_start)
+        d.addCallback(started)
         d.addErrback(lambda f: log.failure("repository poll failed", f))
         return d
 
     def poll(self) -> Deferred[None]:
-        """One scan of the directory and the loads and unloads it calls for."""
-        return self._poll_lock.run(self._poll_once)
+        """One scan of the directory; fires once the loads and unloads it called for have finished."""
+        d = self._poll_lock.run(self._scan_and_start)
+        d.addCallback(lambda work: gatherResults(work, consumeErrors=True))
+        return d.addCallback(lambda _: None)
 
     @inlineCallbacks
-    def _poll_once(self):
-        on_disk = yield self._threads.run_io(scan_repository, self.root)
-        work = [self._with_model_lock(name, self._reconcile, entry) for name, entry in on_disk.items()]
+    def _scan_and_start(self):
+        """Scan (in a thread), then start one reconcile per model on its own lock; a model still busy with an
+        earlier one (a slow load) is left to the next poll rather than queued behind itself."""
+        hints = {name: (m.disk_config or m.config).version_policy for name, m in self._models.items()
+                 if (m.disk_config or m.config) is not None}
+        on_disk = yield self._threads.run_io(scan_repository, self.root, hints, self._listings)
+        work = []
+        for name, entry in on_disk.items():
+            for odd in entry.skipped:
+                if (name, odd) not in self._skipped_logged:
+                    self._skipped_logged.add((name, odd))
+                    log.warn("model {name}: directory {odd!r} skipped: a version is a plain ASCII number "
+                             "(1, 2, 10; no leading zero)", name=name, odd=odd)
+            model = self._models.get(name)
+            if model is None or not model.lock.locked:
+                work.append(self._with_model_lock(name, self._reconcile, entry))
         for name in [n for n in self._models if n not in on_disk]:
-            work.append(self._with_model_lock(name, self._remove_gone))
-        yield gatherResults(work, consumeErrors=True)
+            if not self._models[name].lock.locked:
+                work.append(self._with_model_lock(name, self._remove_gone))
+        return work
 
     def _with_model_lock(self, name: str, fn, *args) -> Deferred:
         model = self._models.get(name)
@@ -237,6 +328,8 @@ class ModelRepository:
                 self._mark_failed(model, f"bad configuration: {exc}")
                 return
         config = model.disk_config
+        if entry.policy is not None and entry.policy != config.version_policy:  # scanned for another policy
+            entry = yield self._threads.run_io(scan_model, entry.path, config.version_policy)
         config_changed = force or config != model.config
         wanted = config.version_policy.select(list(entry.versions))
         if not wanted:

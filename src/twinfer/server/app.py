@@ -123,6 +123,7 @@ class TwinferServer:
                                            limits=http_limits, budget=body_budget)
         self.ports: dict[str, int] = {}
         self.group_version = 0  # the service-group version the settings came from
+        self._watch_error: str | None = None  # the watch's last failure, logged once
         self._stopping = False
         self._listeners: list[Any] = []
         self._grpc_server: Any = None
@@ -180,9 +181,15 @@ class TwinferServer:
 
     # --- service-group configs applied at runtime ---------------------------------------------------------------
 
-    def watch_group(self, version: int) -> None:
-        """Long-poll the config server for versions newer than `version`; apply what is safe, refuse the rest."""
-        from twinfer.configserver.client import cache_path, watch_once, write_cache
+    def watch_group(self, version: int, delay_s: float = 0.0) -> None:
+        """Long-poll the config server for versions newer than `version`; apply what is safe, refuse the rest.
+
+        The watch never ends while the server runs: any failure (config server down, a bad or oversized document,
+        an error applying it) is logged once, the same failure again is not, and the next try waits twice as long
+        (1 s up to 60 s). Only a document whose settings were accepted is cached, so a restart never starts from
+        one that was refused.
+        """
+        from twinfer.configserver.client import BadGroupDocument, cache_path, watch_once, write_cache
 
         s = self.settings
         d = ReactorThreads(self.reactor).run_io(watch_once, s.config_server, s.service_group, version, 25.0)
@@ -193,17 +200,27 @@ class TwinferServer:
             if document is None:
                 self.watch_group(version)
                 return
-            write_cache(cache_path(s.config_cache_dir, s.service_group), document)
-            self.apply_group(document)
-            self.watch_group(int(document["version"]))
+            if document["version"] <= version:  # a server that answers the same version at once: no busy loop
+                raise BadGroupDocument(f"version {document['version']} is not newer than {version}")
+            _, refused = self.apply_group(document)
+            if refused != ["(invalid)"]:
+                write_cache(cache_path(s.config_cache_dir, s.service_group), document)
+            self._watch_error = None
+            self.watch_group(document["version"])
 
         def failed(failure: Any) -> None:
-            if not self._stopping:
-                log.warn("config server {url}: {error}; retrying in 2 s", url=s.config_server,
-                         error=failure.getErrorMessage())
-                self.reactor.callLater(2.0, self.watch_group, version)
+            if self._stopping:
+                return
+            error = failure.getErrorMessage() if failure.check(OSError, BadGroupDocument) else \
+                f"{failure.type.__name__}: {failure.getErrorMessage()}"
+            retry = min(max(delay_s * 2, 1.0), 60.0)
+            if error != self._watch_error:
+                self._watch_error = error
+                log.warn("config server {url}: {error}; last good settings kept, retrying (backoff up to 60 s)",
+                         url=s.config_server, error=error)
+            self.reactor.callLater(retry, self.watch_group, version, retry)
 
-        d.addCallbacks(got, failed)
+        d.addCallback(got).addErrback(failed)
 
     def apply_group(self, document: dict[str, Any]) -> tuple[list[str], list[str]]:
         from twinfer.configserver.client import RUNTIME_SAFE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from twinfer.config import Settings
@@ -73,24 +74,61 @@ def run_server(settings: Settings, reload_settings=None, group_version: int = 0,
                  source=group_source)
     server = TwinferServer(settings, reactor, reload_settings)
     server.group_version = group_version
+    if settings.worker_index >= 0:
+        _link_to_supervisor(reactor, settings)
     return run_reactor(reactor, server)
 
 
+def _link_to_supervisor(reactor, settings: Settings) -> None:
+    """Under a supervisor: drain when it dies, and send it heartbeats (see twinfer.worker_link)."""
+    from twinfer.worker_link import SupervisorLink
+
+    if not SupervisorLink.available():
+        log.warn("worker_index is set but the supervisor's pipes are missing: no heartbeats, no parent watch")
+        return
+    SupervisorLink(reactor, settings.worker_heartbeat_timeout_s, lambda: _stop_reactor(reactor)).start()
+
+
+def _stop_reactor(reactor) -> None:
+    from twisted.internet.error import ReactorNotRunning
+
+    try:
+        reactor.stop()
+    except ReactorNotRunning:  # already shutting down (a SIGTERM came first)
+        pass
+
+
 def run_reactor(reactor, server) -> int:
-    """Start `server` (anything with start() and stop() returning Deferreds), run until a signal, stop cleanly."""
+    """Start `server` (anything with start() and stop() returning Deferreds), run until a signal, stop cleanly.
+
+    A signal during start-up stops the server too: one whose `stops_during_start` is true (the supervisor: its
+    workers already run and must be drained, not orphaned) at once, any other once its start has settled, so
+    nothing it opens after the signal is left behind.
+    """
     exit_code = [0]
+    starting: list[Deferred] = []
 
     def started_failed(failure):
         log.failure("start-up failed", failure)
         exit_code[0] = 1
-        reactor.stop()
+        _stop_reactor(reactor)
 
     def start() -> None:
         d = server.start()
-        d.addCallback(lambda _: reactor.addSystemEventTrigger("before", "shutdown", server.stop))
+        starting.append(d)
         d.addErrback(started_failed)
 
+    def shutdown():
+        if not starting:
+            return None
+        if getattr(server, "stops_during_start", False) or starting[0].called:
+            return server.stop()
+        settled: Deferred = Deferred()
+        starting[0].addBoth(lambda result: (settled.callback(None), result)[1])
+        return settled.addCallback(lambda _: server.stop())
+
     reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     reactor.run()
     sys.stdout.flush()
     return exit_code[0]
