@@ -1,7 +1,8 @@
 """twinfer's tracker against MediaPipe's own face mesh on the same frames (issue #15): same weights, so the 468
 landmarks agree within 1 % of the face width on average. The reference was recorded by tools/mediapipe_reference.py
 (MediaPipe 0.10.21, `FaceMesh(static_image_mode=False, refine_landmarks=False)`, tracking mode) on the frame
-sequence of tests/face_frames.py; this test needs no mediapipe."""
+sequence of tests/face_frames.py; this test needs no mediapipe. Both crop warps are checked: OpenCV's (when
+installed, as served with the video extra) and the numpy fallback."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ pytest.importorskip("skimage.data", reason="scikit-image ships the astronaut")
 from tests.face_frames import REPEATS, frame_digest, reference_frames  # noqa: E402
 from twinfer.backends import BackendOptions, load_backend  # noqa: E402
 from twinfer.demo_models import build_repository  # noqa: E402
+from twinfer.faces import warp  # noqa: E402
 from twinfer.faces.model_specs import FACE_MODELS  # noqa: E402
 from twinfer.faces.tracking_step import FaceTrackingStep, ModelCall  # noqa: E402
 from twinfer.inference.config_loading import load_model_config  # noqa: E402
@@ -45,8 +47,17 @@ def infer(tmp_path_factory):
         backend.close()
 
 
-@pytest.fixture(scope="module")
-def compared(infer):
+@pytest.fixture(scope="module", params=["opencv", "numpy"])
+def compared(request, infer):
+    if request.param == "opencv" and warp.opencv() is None:
+        pytest.skip("OpenCV is not installed (the video extra)")
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "numpy":
+            patch.setattr(warp, "opencv", lambda: None)
+        return _track_reference_frames(infer)
+
+
+def _track_reference_frames(infer):
     reference = np.load(FIXTURE)
     names, frames = reference_frames()
     np.testing.assert_allclose(frame_digest(frames), reference["digest"], atol=0.05,
