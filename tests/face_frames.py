@@ -101,3 +101,20 @@ def reference_frames() -> tuple[list[str], np.ndarray]:
 def frame_digest(frames: np.ndarray) -> np.ndarray:
     """Per frame: the mean of each colour channel (N, 3), float64: a cheap check that the pixels are the same."""
     return frames.reshape(len(frames), -1, 3).mean(axis=1)
+
+
+CHEEKS = (234, 454)  # the face oval's leftmost and rightmost points: the face width
+
+
+def landmark_errors(names: list[str], reference: np.ndarray,
+                    ours: list[np.ndarray | None]) -> dict[str, list[float]]:
+    """Per variant, per frame where both found the face: the mean 2-D distance of the 468 points over the face
+    width (MediaPipe's cheek-to-cheek distance in that frame)."""
+    errors: dict[str, list[float]] = {}
+    for name, theirs, mine in zip(names, reference, ours):
+        if mine is None or np.isnan(theirs[0, 0]):
+            continue
+        width = np.linalg.norm(theirs[CHEEKS[1], :2] - theirs[CHEEKS[0], :2])
+        distance = np.linalg.norm(np.asarray(mine)[:468, :2] - theirs[:, :2], axis=1).mean()
+        errors.setdefault(name, []).append(float(distance / width))
+    return errors

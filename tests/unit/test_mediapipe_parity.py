@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("ai_edge_litert", reason="the tflite extra (ai-edge-litert) serves the face models")
 pytest.importorskip("skimage.data", reason="scikit-image ships the astronaut")
 
-from tests.face_frames import REPEATS, frame_digest, reference_frames  # noqa: E402
+from tests.face_frames import REPEATS, frame_digest, landmark_errors, reference_frames  # noqa: E402
 from twinfer.backends import BackendOptions, load_backend  # noqa: E402
 from twinfer.demo_models import build_repository  # noqa: E402
 from twinfer.faces import warp  # noqa: E402
@@ -23,7 +23,6 @@ from twinfer.faces.tracking_step import FaceTrackingStep, ModelCall  # noqa: E40
 from twinfer.inference.config_loading import load_model_config  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "faces" / "mediapipe_reference.npz"
-CHEEKS = (234, 454)  # the face oval's leftmost and rightmost points: the face width
 MAX_MEAN_ERROR = 0.01  # of the face width, over every frame where both found the face (the criterion)
 MAX_VARIANT_ERROR = 0.02  # the worst variant's mean: no variant may hide behind the average
 
@@ -79,13 +78,7 @@ def test_the_tracker_finds_a_face_exactly_where_mediapipe_does(compared):
 
 def test_landmarks_match_mediapipe_within_one_percent_of_the_face_width(compared):
     names, theirs, ours = compared
-    errors: dict[str, list[float]] = {}
-    for name, reference, face in zip(names, theirs, ours):
-        if face is None or np.isnan(reference[0, 0]):
-            continue
-        width = np.linalg.norm(reference[CHEEKS[1], :2] - reference[CHEEKS[0], :2])
-        distance = np.linalg.norm(face.landmarks[:, :2] - reference[:, :2], axis=1).mean()
-        errors.setdefault(name, []).append(distance / width)
+    errors = landmark_errors(names, theirs, [None if face is None else face.landmarks for face in ours])
     per_variant = {name: float(np.mean(e)) for name, e in errors.items()}
     overall = float(np.mean([e for values in errors.values() for e in values]))
     report = ", ".join(f"{name} {100 * e:.2f} %" for name, e in per_variant.items())
