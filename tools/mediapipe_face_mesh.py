@@ -3,7 +3,7 @@ reference twinfer's tracker is compared with (tools/mediapipe_reference.py) and 
 (bench/faces.py). Imports only mediapipe and numpy, never twinfer.
 
     .peers/mediapipe/bin/python tools/mediapipe_face_mesh.py landmarks FRAMES.npy OUT.npy
-    .peers/mediapipe/bin/python tools/mediapipe_face_mesh.py bench FRAMES.npy --seconds 10   # prints one JSON line
+    .peers/mediapipe/bin/python tools/mediapipe_face_mesh.py bench FRAMES.npy --seconds 10 [--refine]  # one JSON line
 
 `FRAMES.npy` is (N, H, W, 3) uint8 RGB. `landmarks` runs `FaceMesh(static_image_mode=False, refine_landmarks=False)`
 (tracking mode: the detector only while no face is tracked) over the frames once, in order, and saves (N, 468, 3)
@@ -21,10 +21,10 @@ import time
 import numpy as np
 
 
-def face_mesh():
+def face_mesh(refine: bool = False):
     import mediapipe as mp
 
-    return mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False)
+    return mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=refine)
 
 
 def landmarks(frames: np.ndarray) -> np.ndarray:
@@ -39,8 +39,8 @@ def landmarks(frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def bench(frames: np.ndarray, seconds: float) -> dict[str, float]:
-    with face_mesh() as mesh:
+def bench(frames: np.ndarray, seconds: float, refine: bool = False) -> dict[str, float]:
+    with face_mesh(refine) as mesh:
         for frame in frames[:10]:  # warm-up: graph start, XNNPACK set-up
             mesh.process(frame)
         count, found = 0, 0
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("frames", help="(N, H, W, 3) uint8 .npy")
     parser.add_argument("out", nargs="?", help="landmarks: the (N, 468, 3) .npy to write")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--refine", action="store_true", help="bench: refine_landmarks=True (eyes and lips)")
     args = parser.parse_args(argv)
     frames = np.load(args.frames)
     if args.mode == "landmarks":
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import mediapipe
 
-        print(json.dumps({**bench(frames, args.seconds), "mediapipe": mediapipe.__version__}))
+        print(json.dumps({**bench(frames, args.seconds, args.refine), "mediapipe": mediapipe.__version__,
+                          "refine_landmarks": args.refine}))
     return 0
 
 
