@@ -295,7 +295,8 @@ def markdown(run: dict) -> str:
              f"sequence, looped; the closed-loop streams send {run['pixel_format']} frames, the 60 fps streams "
              f"{run['paced_format']} (quality 90, encoded before the run).", "",
              "## Frames per CPU-second", "",
-             "| system | frames/s | CPU-s | frames per CPU-second | vs MediaPipe (refine off) |", "|---|---|---|---|---|",
+             "| system | frames/s | CPU-s | frames per CPU-second | vs MediaPipe (refine off) |",
+             "|---|---|---|---|---|",
              f"| MediaPipe {mp_ref['mediapipe']} face_mesh, refine_landmarks=False, in process, 1 core | "
              f"{mp_ref['frames_per_s']:.0f} | {mp_ref['cpu_s']:.2f} | **{mp_ref['frames_per_cpu_s']:.0f}** | 1.00 |",
              f"| MediaPipe face_mesh, refine_landmarks=True (context: refines eyes like twinfer's iris step) | "

@@ -10,8 +10,9 @@ The recipe, in order, every frame 512 x 512 RGB uint8 from scikit-image's `astro
 Each variant is shown `REPEATS` frames in a row, as a camera would, so a tracker in video mode settles on it. The
 turns follow each other as a head turning 10 degrees a frame (tracked from frame to frame); before a variant that
 moves the face elsewhere (`cut`) comes one black frame, a scene cut: both trackers lose the face there and detect it
-again on the next frame (without it MediaPipe keeps tracking a half-face region after the mirror jump). Only Pillow and numpy make the frames (not twinfer's own crop code, so
-changing twinfer cannot change its reference), outside pixels black. `frame_digest` condenses the frames into a few
+again on the next frame (without it MediaPipe keeps tracking a half-face region after the mirror jump). Only Pillow
+and numpy make the frames (not twinfer's own crop code, so changing twinfer cannot change its reference), outside
+pixels black. `frame_digest` condenses the frames into a few
 numbers so a test notices when another Pillow or libjpeg makes different pixels from the recorded ones.
 """
 
