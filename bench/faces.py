@@ -136,8 +136,7 @@ def closed_loop_sender(tcp_port: int, count: int, pixel_format: str, frames: lis
         state[i]["next"] += 1
 
     counted = 0
-    while time.time() < start:
-        time.sleep(0.005)
+    _wait_for(start, streams)
     for i in range(len(streams)):
         send(i)
     while time.time() < window[1]:
@@ -174,8 +173,7 @@ def paced_sender(tcp_port: int, indices: list[int], total: int, pixel_format: st
         selector.register(sock, selectors.EVENT_READ)
     latencies: list[float] = []
     sent, tick = 0, 0
-    while time.time() < start:
-        time.sleep(0.002)
+    _wait_for(start, streams)
     end = start + seconds
     while True:
         due = [(start + (tick + k / total) / FPS, j) for j, k in enumerate(indices)]
@@ -192,6 +190,17 @@ def paced_sender(tcp_port: int, indices: list[int], total: int, pixel_format: st
         _drain(selector, 0.05, latencies, game_pb2)
     _close(client, streams)
     out.put({"latencies_ms": latencies, "sent": sent})
+
+
+def _wait_for(start: float, streams) -> None:
+    """Until the common start time, with heartbeats: the server closes a stream silent for a few seconds."""
+    beat = 0.0
+    while (now := time.time()) < start:
+        if now - beat > 1.0:
+            for sender, _ in streams:
+                sender.heartbeat()
+            beat = now
+        time.sleep(min(0.002, max(0.0, start - now)))
 
 
 def _drain(selector, timeout: float, latencies: list[float], game_pb2) -> None:
