@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv models face-models run test fuzz proto readme ship-face-model bench bench-quick bench-tcp bench-kserve bench-streams bench-bot clean
+.PHONY: venv models face-models run test fuzz proto readme ship-face-model bench bench-quick bench-tcp bench-kserve bench-streams bench-faces bench-bot clean
 
 venv: $(STAMP)
 
@@ -61,6 +61,10 @@ bench-kserve: $(STAMP)
 
 bench-streams: $(STAMP)
 	$(BIN)/python bench/streams.py
+
+# The real-face tracker vs MediaPipe's face mesh (in .peers/mediapipe), same frames, same run (~2 min)
+bench-faces: $(STAMP)
+	$(BIN)/python bench/faces.py
 
 bench-bot: $(STAMP)
 	$(BIN)/python bench/bot_vs_locust.py

@@ -35,6 +35,8 @@ VENVS = {
     "mlserver": ["mlserver==1.7.1", "uvloop==0.21.0", "onnxruntime==1.32.0"],
     "litserve": ["litserve==0.2.19", "onnxruntime==1.32.0"],
     "pa": ["tritonclient[all]==2.51.0", "nvidia-cuda-runtime-cu12==12.9.79"],
+    # MediaPipe's own face mesh (bench/faces.py, tools/mediapipe_reference.py); pulls opencv-contrib, jax, matplotlib
+    "mediapipe": ["mediapipe==0.10.21"],
 }
 
 
