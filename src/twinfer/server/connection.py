@@ -93,9 +93,17 @@ class GameConnection(Protocol):
             if self.factory.context.streams is not None:
                 self.factory.context.streams.close_owned_by(self.session)
 
+    def _last_activity(self) -> float:
+        """The last time this peer was heard: on this connection, or by a stream it owns (a capture client sends
+        its frames and heartbeats over UDP and may say nothing on TCP for minutes)."""
+        streams = self.factory.context.streams
+        if streams is None or self.session is None:
+            return self._last_seen
+        return max([self._last_seen, *streams.last_heard_by(self.session)])
+
     def _check_idle(self) -> None:
         self._idle_call = None
-        silent = self._clock.seconds() - self._last_seen
+        silent = self._clock.seconds() - self._last_activity()
         if silent >= self._limits.idle_timeout_s:
             self.kick(E.ERROR_CODE_IDLE_TIMEOUT, f"nothing received for {silent:.1f} s")
         else:

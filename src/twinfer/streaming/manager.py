@@ -244,6 +244,10 @@ class StreamManager:
         log.info("stream {id} closed: {fin} frames in, {fout} out, {skip} skipped", id=stream_id, fin=s.frames_in,
                  fout=s.frames_out, skip=s.frames_skipped)
 
+    def last_heard_by(self, owner: Any) -> list[float]:
+        """When each of `owner`'s streams last received an authentic datagram (frames and heartbeats)."""
+        return [s.last_heard for s in self.streams.values() if s.owner is owner]
+
     def close_owned_by(self, owner: Any) -> None:
         for stream in [s for s in self.streams.values() if s.owner is owner]:
             self.close(stream.id)
