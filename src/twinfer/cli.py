@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="onnx,torchscript",
                    help="exports, comma-separated: onnx, torchscript, torch_export, savedmodel, keras "
                         "(default onnx,torchscript)")
+    p.add_argument("--publish-anyway", action="store_true",
+                   help="publish a version that misses its validation gate (default: refuse, exit 2; a server "
+                        "would refuse it too, and after a restart it must not hide the version that serves)")
 
     p = sub.add_parser("config-server", help="serve service-group configs over HTTP")
     p.add_argument("--port", type=int, default=20100)
@@ -327,7 +330,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              learning_rate=args.learning_rate, seed=args.seed,
                              threads=args.threads or os.cpu_count() or 1, max_steps=args.max_steps)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    run_face_training(FaceTrainOptions(args.repository, args.model_name, formats, settings))
+    run_face_training(FaceTrainOptions(args.repository, args.model_name, formats, settings, args.publish_anyway))
     return 0
 
 
