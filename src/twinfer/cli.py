@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -176,8 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     except TwinferError as exc:
         print(f"twinfer: {type(exc).__name__}: {exc.message}", file=sys.stderr)
         return 1
-    except (ConnectionError, TimeoutError, OSError) as exc:
+    except (ConnectionError, TimeoutError, socket.gaierror) as exc:
         print(f"twinfer: cannot reach the server: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a local problem (a file, a port of this machine): not the server's
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"twinfer: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C ends `twinfer stream` (and friends) without a traceback
         print("twinfer: interrupted", file=sys.stderr)
@@ -237,6 +242,8 @@ def _parse_input(spec: str, datatype: str | None) -> tuple[str, np.ndarray]:
     if not sep or not name:
         raise ConfigError(f"--input {spec!r}: expected NAME=FILE.npy or NAME=<JSON array>")
     if value.endswith(".npy"):
+        if not Path(value).is_file():
+            raise ConfigError(f"--input {name}: no file {value}")
         return name, np.load(value, allow_pickle=False)
     try:
         data = json.loads(value)
@@ -248,12 +255,12 @@ def _parse_input(spec: str, datatype: str | None) -> tuple[str, np.ndarray]:
 def cmd_infer(args: argparse.Namespace) -> int:
     from twinfer.inference.datatypes import to_numpy_dtype
 
+    parsed = [(spec, *_parse_input(spec, args.datatype)) for spec in args.input]  # local mistakes before the network
     with _connect(args) as client:
         meta = client.model_metadata(args.model, args.model_version)
         declared = {t.name: t.datatype for t in meta.inputs}
         inputs = {}
-        for spec in args.input:
-            name, array = _parse_input(spec, args.datatype)
+        for spec, name, array in parsed:
             if name in declared and not args.datatype and not spec.endswith(".npy"):
                 array = array.astype(to_numpy_dtype(declared[name]))
             inputs[name] = array
@@ -297,6 +304,11 @@ def cmd_receive(args: argparse.Namespace) -> int:
             raise ConfigError("receive: --record and --compare work with --vmc only")
         return run_livelink_receiver(args.host, args.livelink, args.seconds)
     from twinfer.streaming.receiver import run_vmc_receiver
+
+    for flag, path in (("--compare", args.compare), ("--record", args.record)):  # now, not after listening
+        # --compare's file may still be being written by `twinfer stream --record`; its folder must exist already
+        if path is not None and not path.resolve().parent.is_dir():
+            raise ConfigError(f"receive: {flag} {path}: no folder {path.resolve().parent}")
 
     return run_vmc_receiver(args.host, args.vmc, args.seconds, record=args.record, compare=args.compare)
 
