@@ -282,9 +282,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     with _connect(args) as client:
-        for model in client.models():
-            versions = ",".join(model.versions) or "-"
-            print(f"{model.name}\t{model.state}\tversions={versions}\t{model.reason}".rstrip())
+        models = client.models()
+    width = max((len(m.name) for m in models), default=0)
+    for model in models:  # aligned columns, as the README shows them
+        versions = ",".join(model.versions) or "-"
+        print(f"{model.name:<{width}}  {model.state:<11}  versions={versions}  {model.reason}".rstrip())
     return 0
 
 
