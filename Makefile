@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-test
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv models face-models run test fuzz proto readme ship-face-model bench bench-quick bench-tcp bench-kserve bench-streams bench-bot clean
+.PHONY: venv models face-models run test scan fuzz proto readme ship-face-model bench bench-quick bench-tcp bench-kserve bench-streams bench-bot clean
 
 venv: $(RUN_STAMP)
 
@@ -40,6 +40,18 @@ $(BIN)/helm: $(STAMP)
 
 test: $(STAMP) $(BIN)/helm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The security policy scan (checkov) of the rendered Helm manifests and the Dockerfile, beside the tests'
+# schema checks. checkov brings hundreds of MB of cloud SDKs and pins its own versions of common packages, so it
+# lives in a venv of its own (build/checkov-venv), not in .venv; tests/unit/test_manifests.py finds it there.
+CHECKOV_VENV := build/checkov-venv
+
+$(CHECKOV_VENV)/bin/checkov:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet "checkov>=3.2"
+
+scan: $(STAMP) $(BIN)/helm $(CHECKOV_VENV)/bin/checkov
+	$(BIN)/python -m pytest tests/unit/test_manifests.py -q
 
 # The fuzzing suite at length (#14): every parser property with 20,000 examples, then the live mutation fuzzer
 # (a million mutated inputs over TCP, UDP, HTTP and gRPC against a real server beside a bystander; ~5 min).
