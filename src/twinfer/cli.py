@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--users", type=int, help="closed model: concurrent virtual users")
     group.add_argument("--rate", type=float, help="open model: requests per second")
     p.add_argument("--duration", help="e.g. 10s, 2m")
+    p.add_argument("--warmup", help="load before the measured run, not counted (default 1s; 0 for none)")
     p.add_argument("--processes", type=int)
     p.add_argument("--threshold", action="append", default=[], dest="thresholds", help="e.g. 'p99<5ms' (repeatable)")
     p.add_argument("--json", type=Path, help="write the JSON summary here")
@@ -320,7 +321,7 @@ def cmd_bot(args: argparse.Namespace) -> int:
     from twinfer.bot.scenario import load_scenario
 
     overrides: dict[str, Any] = {key: getattr(args, key) for key in (
-        "target", "protocol", "model", "test", "users", "rate", "duration", "processes", "thresholds", "json",
+        "target", "protocol", "model", "test", "users", "rate", "duration", "warmup", "processes", "thresholds", "json",
         "report", "token", "timeout", "metrics_url")}
     if args.failover_command or args.failover_at:
         overrides["failover"] = {k: v for k, v in (("command", args.failover_command), ("at", args.failover_at)) if v}

@@ -162,7 +162,8 @@ class Engine:
 
         def run(connection: Any, intended: float) -> None:
             state["running"] += 1
-            self.recorder.sent += 1
+            if intended >= self.recorder.start:  # warm-up requests are counted nowhere
+                self.recorder.sent += 1
             d = self.timed(connection.infer(), intended)
 
             def done(outcome: object) -> None:
@@ -195,7 +196,8 @@ class Engine:
             maybe_done()
 
         def arrive(intended: float) -> None:
-            self.recorder.scheduled += 1
+            if intended >= self.recorder.start:
+                self.recorder.scheduled += 1
             if idle:
                 run(idle.popleft(), intended)
             else:

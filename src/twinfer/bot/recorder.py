@@ -27,6 +27,8 @@ class Recorder:
         self.recovered_at: float | None = None  # first success after the last error
 
     def success(self, now: float, latency_s: float) -> None:
+        if now - latency_s < self.start:
+            return  # sent during the warm-up
         if self.last_error_at is not None and self.recovered_at is None:
             self.recovered_at = now - self.start
         second = int(now - self.start)
@@ -36,6 +38,8 @@ class Recorder:
 
     def error(self, now: float, kind: str) -> None:
         at = now - self.start
+        if at < 0:
+            return  # during the warm-up
         if self.first_error_at is None:
             self.first_error_at = at
         self.last_error_at, self.recovered_at = at, None
