@@ -130,6 +130,7 @@ def worker_main(scenario_json: str, index: int, count: int, start_at: float, que
         if stop is not None and stop.is_set() and not engine.stopping:
             engine.stopping = True  # the coordinator saw enough (a stress run broke its thresholds)
             recorder.event(reactor.seconds(), "stopped early by the coordinator")
+        recorder.sample(reactor.seconds() - 0.5, engine.active_users, engine.in_flight)  # for the second ending now
         second = int(reactor.seconds() - start_at) - 1
         if second >= 0:
             h = recorder.per_second.get(second)
