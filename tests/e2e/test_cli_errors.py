@@ -88,6 +88,8 @@ def test_models_against_the_http_port_says_it_is_not_the_game_port(tmp_path, ser
     server = server_factory(tmp_path / "repo", "--insecure-dev")
     one_line(twinfer("models", "--server", server.http), f"{server.http} answered in HTTP",
              "not the game protocol port")
+    one_line(twinfer("models", "--server", server.grpc), f"{server.grpc} answered in HTTP/2 (gRPC)",
+             "not the game protocol port")
     ok = twinfer("models", "--server", f"127.0.0.1:{server.tcp}")
     assert ok.returncode == 0 and ok.stdout.startswith("tiny"), ok.stdout + ok.stderr
     assert server.stop() == 0

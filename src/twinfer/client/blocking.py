@@ -214,6 +214,11 @@ class Client:
                 if first and data.startswith(b"HTTP/"):
                     reason = SessionClosed(not_the_game_port(self.host, self.port, "HTTP"))
                     break
+                if first and len(data) >= 9 and data[3] == 4 and data[5:9] == bytes(4):
+                    # an HTTP/2 SETTINGS frame on stream 0, a gRPC server's first words; a game frame never starts
+                    # so (its body would begin with three zero bytes, which no protobuf message does)
+                    reason = SessionClosed(not_the_game_port(self.host, self.port, "HTTP/2 (gRPC)"))
+                    break
                 first = False
                 for _, body in decoder.feed(data):
                     self._dispatch(messages.decode_reply(body))
