@@ -1,27 +1,35 @@
 # Two commands: `make run` serves the demo repository, `make test` runs the whole suite.
-# Both create .venv and install what they need first.
+# Both create .venv and install what they need first: `make run` only the core dependencies (`pip install -e .`,
+# what serving the demo needs), `make test` the test extra on top (PyTorch, TensorFlow, tritonclient[all], ...).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-test
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv models face-models run test fuzz proto readme ship-face-model bench bench-quick bench-tcp bench-kserve bench-streams bench-faces bench-bot clean
+.PHONY: venv models face-models run test scan fuzz proto readme ship-face-model bench bench-quick bench-tcp bench-kserve bench-streams bench-faces bench-bot clean
 
-venv: $(STAMP)
+venv: $(RUN_STAMP)
 
-$(STAMP): pyproject.toml
+# Serving: the core dependencies only.
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+# Tests, benchmarks and tools: the test extra on top.
+$(STAMP): $(RUN_STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-models: $(STAMP)
+models: $(RUN_STAMP)
 	$(BIN)/python -m twinfer.demo_models models
 
 # The MediaPipe face .tflite files and licence from the pinned wheel into build/face_models (make models does this too).
-face-models: $(STAMP)
+face-models: $(RUN_STAMP)
 	$(BIN)/python tools/fetch_face_models.py
 
 run: models
@@ -32,6 +40,18 @@ $(BIN)/helm: $(STAMP)
 
 test: $(STAMP) $(BIN)/helm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The security policy scan (checkov) of the rendered Helm manifests and the Dockerfile, beside the tests'
+# schema checks. checkov brings hundreds of MB of cloud SDKs and pins its own versions of common packages, so it
+# lives in a venv of its own (build/checkov-venv), not in .venv; tests/unit/test_manifests.py finds it there.
+CHECKOV_VENV := build/checkov-venv
+
+$(CHECKOV_VENV)/bin/checkov:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet "checkov>=3.2"
+
+scan: $(STAMP) $(BIN)/helm $(CHECKOV_VENV)/bin/checkov
+	$(BIN)/python -m pytest tests/unit/test_manifests.py -q
 
 # The fuzzing suite at length (#14): every parser property with 20,000 examples, then the live mutation fuzzer
 # (a million mutated inputs over TCP, UDP, HTTP and gRPC against a real server beside a bystander; ~5 min).

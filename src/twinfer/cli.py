@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--users", type=int, help="closed model: concurrent virtual users")
     group.add_argument("--rate", type=float, help="open model: requests per second")
     p.add_argument("--duration", help="e.g. 10s, 2m")
+    p.add_argument("--warmup", help="load before the measured run, not counted (default 1s; 0 for none)")
     p.add_argument("--processes", type=int)
     p.add_argument("--threshold", action="append", default=[], dest="thresholds", help="e.g. 'p99<5ms' (repeatable)")
     p.add_argument("--json", type=Path, help="write the JSON summary here")
@@ -141,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="onnx,torchscript",
                    help="exports, comma-separated: onnx, torchscript, torch_export, savedmodel, keras "
                         "(default onnx,torchscript)")
+    p.add_argument("--publish-anyway", action="store_true",
+                   help="publish a version that misses its validation gate (default: refuse, exit 2; a server "
+                        "would refuse it too, and after a restart it must not hide the version that serves)")
 
     p = sub.add_parser("config-server", help="serve service-group configs over HTTP")
     p.add_argument("--port", type=int, default=20100)
@@ -173,8 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     except TwinferError as exc:
         print(f"twinfer: {type(exc).__name__}: {exc.message}", file=sys.stderr)
         return 1
-    except (ConnectionError, TimeoutError, OSError) as exc:
+    except (ConnectionError, TimeoutError, socket.gaierror) as exc:
         print(f"twinfer: cannot reach the server: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a local problem (a file, a port of this machine): not the server's
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"twinfer: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C ends `twinfer stream` (and friends) without a traceback
         print("twinfer: interrupted", file=sys.stderr)
@@ -234,6 +243,8 @@ def _parse_input(spec: str, datatype: str | None) -> tuple[str, np.ndarray]:
     if not sep or not name:
         raise ConfigError(f"--input {spec!r}: expected NAME=FILE.npy or NAME=<JSON array>")
     if value.endswith(".npy"):
+        if not Path(value).is_file():
+            raise ConfigError(f"--input {name}: no file {value}")
         return name, np.load(value, allow_pickle=False)
     try:
         data = json.loads(value)
@@ -245,12 +256,12 @@ def _parse_input(spec: str, datatype: str | None) -> tuple[str, np.ndarray]:
 def cmd_infer(args: argparse.Namespace) -> int:
     from twinfer.inference.datatypes import to_numpy_dtype
 
+    parsed = [(spec, *_parse_input(spec, args.datatype)) for spec in args.input]  # local mistakes before the network
     with _connect(args) as client:
         meta = client.model_metadata(args.model, args.model_version)
         declared = {t.name: t.datatype for t in meta.inputs}
         inputs = {}
-        for spec in args.input:
-            name, array = _parse_input(spec, args.datatype)
+        for spec, name, array in parsed:
             if name in declared and not args.datatype and not spec.endswith(".npy"):
                 array = array.astype(to_numpy_dtype(declared[name]))
             inputs[name] = array
@@ -272,9 +283,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     with _connect(args) as client:
-        for model in client.models():
-            versions = ",".join(model.versions) or "-"
-            print(f"{model.name}\t{model.state}\tversions={versions}\t{model.reason}".rstrip())
+        models = client.models()
+    width = max((len(m.name) for m in models), default=0)
+    for model in models:  # aligned columns, as the README shows them
+        versions = ",".join(model.versions) or "-"
+        print(f"{model.name:<{width}}  {model.state:<11}  versions={versions}  {model.reason}".rstrip())
     return 0
 
 
@@ -295,6 +308,11 @@ def cmd_receive(args: argparse.Namespace) -> int:
         return run_livelink_receiver(args.host, args.livelink, args.seconds)
     from twinfer.streaming.receiver import run_vmc_receiver
 
+    for flag, path in (("--compare", args.compare), ("--record", args.record)):  # now, not after listening
+        # --compare's file may still be being written by `twinfer stream --record`; its folder must exist already
+        if path is not None and not path.resolve().parent.is_dir():
+            raise ConfigError(f"receive: {flag} {path}: no folder {path.resolve().parent}")
+
     return run_vmc_receiver(args.host, args.vmc, args.seconds, record=args.record, compare=args.compare)
 
 
@@ -303,7 +321,7 @@ def cmd_bot(args: argparse.Namespace) -> int:
     from twinfer.bot.scenario import load_scenario
 
     overrides: dict[str, Any] = {key: getattr(args, key) for key in (
-        "target", "protocol", "model", "test", "users", "rate", "duration", "processes", "thresholds", "json",
+        "target", "protocol", "model", "test", "users", "rate", "duration", "warmup", "processes", "thresholds", "json",
         "report", "token", "timeout", "metrics_url")}
     if args.failover_command or args.failover_at:
         overrides["failover"] = {k: v for k, v in (("command", args.failover_command), ("at", args.failover_at)) if v}
@@ -327,7 +345,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              learning_rate=args.learning_rate, seed=args.seed,
                              threads=args.threads or os.cpu_count() or 1, max_steps=args.max_steps)
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    run_face_training(FaceTrainOptions(args.repository, args.model_name, formats, settings))
+    run_face_training(FaceTrainOptions(args.repository, args.model_name, formats, settings, args.publish_anyway))
     return 0
 
 

@@ -95,5 +95,10 @@ class ConfigError(Exception):
     """A bad setting or model configuration; the message names the key and is meant for one log line."""
 
 
+class VersionRefused(ConfigError):
+    """`twinfer train` would publish a version that its own validation gate refuses (a restart must not hide a
+    good version behind it): nothing is published unless `--publish-anyway`."""
+
+
 class ModelLoadError(Exception):
     """A model version could not be loaded or failed its warm-up."""

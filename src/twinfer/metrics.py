@@ -100,8 +100,8 @@ class TwinferCollector:
         per_stream = {name: CounterMetricFamily(name.removesuffix("_total"), HELP[name], labels=["stream"]) for name in
                       ("twinfer_stream_frames_in_total", "twinfer_stream_frames_out_total",
                        "twinfer_stream_frames_skipped_total")}
-        buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
-        latency_sum = 0.0
+        buckets = list(manager.closed_latency.counts)
+        latency_sum = manager.closed_latency.total_s
         for stream in streams:
             s, label = stream.stats, [str(stream.id)]
             for key, value in (("frames_in", s.frames_in), ("frames_out", s.frames_out),

@@ -252,6 +252,10 @@ def print_status(path: Path) -> int:
     except (OSError, ValueError) as exc:
         print(f"twinfer status: cannot read {path}: {exc}", file=sys.stderr)
         return 1
+    if not _process_alive(int(status["supervisor_pid"])):  # the file outlives the supervisor: list no workers
+        print(f"twinfer status: the supervisor (pid {status['supervisor_pid']}) is not running; {path} is what it "
+              "last wrote", file=sys.stderr)
+        return 1
     print(f"supervisor pid {status['supervisor_pid']}, ports {status['ports']}")
     print(f"{'worker':>6} {'pid':>8} {'uptime s':>9} {'restarts':>8} {'hung':>4} {'sessions':>8} {'streams':>7} "
           f"{'udp':>6}")
@@ -261,3 +265,13 @@ def print_status(path: Path) -> int:
               f"{'-' if w['sessions'] is None else w['sessions']:>8} {'-' if w['streams'] is None else w['streams']:>7}"
               f" {w['udp_port'] or '-':>6}")
     return 0
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

@@ -165,3 +165,25 @@ def test_stress_stops_when_thresholds_break_and_reports_the_knee(tmp_path, serve
     met = [step["rate"] for step in stress["steps"] if step["met"]]
     assert met and max(met) == stress["knee_rate"] and not stress["steps"][-1]["met"]
     assert server.stop() == 0
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "tcp"])
+def test_a_warm_up_runs_before_the_measured_run_and_is_counted_nowhere(tmp_path, server_factory, protocol):
+    """#18 item 2: a gRPC stress run broke `p99<10ms` at its first step on its first second's 70 ms (channels and
+    the server's first calls warming up). Load now starts `warmup` seconds early at the starting rate; none of it
+    is scheduled, sent, recorded or on the timeline."""
+    server = server_factory(make_repository(tmp_path / "repo"), "--insecure-dev")
+    target = server.grpc if protocol == "grpc" else f"127.0.0.1:{server.tcp}"
+    out = bot("--target", target, "--protocol", protocol, "--model", "tiny", "--rate", "100", "--duration", "2s",
+              "--warmup", "1s", "--json", str(tmp_path / "w.json"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads((tmp_path / "w.json").read_text())
+    scheduled = summary["open_model"]["scheduled"]
+    assert abs(scheduled - 200) <= 1, scheduled  # 2 s at 100/s, not the 300 sent in all (+-1: the boundaries)
+    assert summary["open_model"]["sent"] == scheduled and summary["requests"] == scheduled
+    assert summary["failed"] == 0
+    assert summary["timeline"][0]["second"] == 0 and summary["timeline"][0]["ok"] <= 105  # no warm-up in second 0
+    cold = bot("--target", target, "--protocol", protocol, "--model", "tiny", "--rate", "100", "--duration", "2s",
+               "--warmup", "0", "--json", str(tmp_path / "c.json"))
+    assert cold.returncode == 0 and abs(json.loads((tmp_path / "c.json").read_text())["requests"] - 200) <= 1
+    assert server.stop() == 0

@@ -67,3 +67,8 @@ def test_two_workers_share_ports_survive_a_kill_and_drain(tmp_path, server_facto
     for pid in [restarted["workers"][0]["pid"], pids[1]]:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    # #18 item 7: the status file outlives the supervisor; `twinfer status` must not list its workers as running.
+    stale = subprocess.run([sys.executable, "-m", "twinfer", "status", "--status-file", str(status_file)],
+                           capture_output=True, text=True, timeout=60)
+    assert stale.returncode == 1 and "is not running" in stale.stderr, stale.stdout + stale.stderr
+    assert str(pids[1]) not in stale.stdout and "worker" not in stale.stdout

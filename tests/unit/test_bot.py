@@ -18,7 +18,7 @@ from twinfer.errors import ConfigError
 
 @pytest.mark.parametrize("text, metric, op, value", [
     ("p99<5ms", "p99", "<", 5.0), ("p50 <= 800us", "p50", "<=", 0.8), ("p99.9<1s", "p99.9", "<", 1000.0),
-    ("mean<2", "mean", "<", 2.0), ("error_rate<0.1%", "error_rate", "<", 0.001), ("error_rate<0.02", "error_rate",
+    ("mean<2ms", "mean", "<", 2.0), ("error_rate<0.1%", "error_rate", "<", 0.001), ("error_rate<0.02", "error_rate",
                                                                                       "<", 0.02),
     ("rps>1000", "rps", ">", 1000.0),
 ])
@@ -27,7 +27,8 @@ def test_thresholds_parse(text, metric, op, value):
     assert (t.metric, t.op) == (metric, op) and t.value == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text", ["p99", "p99<5kg", "latency<5ms", "rps>10ms", "p120<1ms", "error_rate<5ms"])
+@pytest.mark.parametrize("text", ["p99", "p99<5kg", "latency<5ms", "rps>10ms", "p120<1ms", "error_rate<5ms",
+                                  "p99<5", "mean<2"])  # #18 item 4: a latency without a unit is refused
 def test_bad_thresholds_are_config_errors(text):
     with pytest.raises(ConfigError, match="threshold"):
         parse_threshold(text)

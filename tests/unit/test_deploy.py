@@ -127,3 +127,20 @@ def test_compose_pm2_argocd_and_ci_files():
     assert ci["stages"] == ["test", "build", "release"] and "bash .ci/run" in ci["test"]["script"]
     values = (DEPLOY / "argocd" / "values-prod.yaml").read_text()
     assert re.search(r"^  tag: .*$", values, re.M), "the CI's sed must find the tag line"
+
+
+def test_jenkinsfile_has_the_gitlab_stages_and_its_tag_bump_rewrites_the_argocd_values(tmp_path):
+    """#18: the seed's pipeline is Jenkins -> Docker -> Harbor -> ArgoCD. The Jenkinsfile runs the same test
+    (`bash .ci/run`), builds and pushes to Harbor, then bumps the tag ArgoCD follows; its sed is run here on a copy
+    of values-prod.yaml (Groovy's single-quoted string unescaped as Jenkins does)."""
+    text = (DEPLOY / "ci" / "Jenkinsfile").read_text()
+    assert re.findall(r"stage\('([^']+)'\)", text) == ["test", "build and push", "bump image tag"]
+    assert "sh 'bash .ci/run'" in text and "docker push \"$IMAGE:$TAG\"" in text
+    assert "deploy/argocd/values-prod.yaml" in text and "[skip ci]" in text
+    [sed] = re.findall(r"sh '(sed -i .*values-prod\.yaml)'", text)
+    (tmp_path / "deploy" / "argocd").mkdir(parents=True)
+    shutil.copy(DEPLOY / "argocd" / "values-prod.yaml", tmp_path / "deploy" / "argocd" / "values-prod.yaml")
+    subprocess.run(["bash", "-c", sed.replace("\\\\", "\\")], cwd=tmp_path, check=True, timeout=30,
+                   env={"PATH": "/usr/bin:/bin", "TAG": "abc1234"})
+    values = yaml.safe_load((tmp_path / "deploy" / "argocd" / "values-prod.yaml").read_text())
+    assert values["image"]["tag"] == "abc1234"

@@ -127,3 +127,66 @@ def test_names_must_match_whole_a_trailing_newline_is_not_part_of_a_name():
     for bad in ("tiny\n", "tiny\r\n", "\ntiny", "x" * 128 + "\n"):
         assert not valid_model_name(bad), repr(bad)
     assert valid_model_name("x" * 128)
+
+
+@pytest.fixture
+def log_lines():
+    """Every error-level line the repository logs, as text."""
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observer(event):
+        if event.get("log_level") in (LogLevel.error, LogLevel.critical) and "model " in formatEvent(event):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    yield lines
+    globalLogPublisher.removeObserver(observer)
+
+
+def gated_repo(tmp_path, *weights: float):
+    """`tiny` with one version per weight (1, 2, ...) and a gate that only the identity (weight 1) passes."""
+    root = tmp_path / "repo"
+    for v, w in enumerate(weights, start=1):
+        build_matmul_relu(root / "tiny" / str(v) / "model.onnx", w * np.eye(16))
+    np.savez(root / "tiny" / "v.npz", INPUT0=np.repeat(X, 4, axis=0), OUTPUT0=np.repeat(X, 4, axis=0))
+    (root / "tiny" / "config.yaml").write_text("validation: {dataset: v.npz, max_mae: 0.01}\n")
+    return root
+
+
+def test_at_start_up_a_newest_version_refused_by_its_gate_falls_back_to_the_next_that_passes(tmp_path, log_lines):
+    """#18 item 1: after a restart a refused version 2 must not hide version 1 (it did: UNAVAILABLE, ready 503)."""
+    root = gated_repo(tmp_path, 1.0, 3.0)
+    repo = ModelRepository(root, Clock(), SyncThreads())
+    repo.start()
+    model = repo.model("tiny")
+    assert model.state == "READY" and sorted(model.versions) == [1] and repo.ready()
+    assert infer(InferenceFacade(repo)).version == "1"
+    assert len(log_lines) == 1 and "version 2 refused" in log_lines[0] and "version 1 serves instead" in log_lines[0]
+    for _ in range(5):  # #18 item 5: an unchanged refusal is not logged again on every scan
+        repo.poll()
+    assert len(log_lines) == 1 and sorted(repo.model("tiny").versions) == [1]
+
+
+def test_a_refused_only_version_is_logged_once_across_scans(tmp_path, log_lines):
+    root = gated_repo(tmp_path, 3.0)
+    repo = ModelRepository(root, Clock(), SyncThreads())
+    repo.start()
+    for _ in range(5):
+        repo.poll()
+    model = repo.model("tiny")
+    assert model.state == "UNAVAILABLE" and not repo.ready()
+    assert len(log_lines) == 1 and "no version serves" in log_lines[0], log_lines
+    build_matmul_relu(root / "tiny" / "2" / "model.onnx", np.eye(16))  # a version that passes: serves
+    repo.poll()
+    assert infer(InferenceFacade(repo)).version == "2"
+
+
+def test_a_bad_config_is_logged_once_across_scans(world, log_lines):
+    root, repo, facade, _ = world
+    (root / "tiny" / "config.yaml").write_text("max_batch_size: -3\n")
+    for _ in range(5):
+        repo.poll()
+    assert len(log_lines) == 1 and "max_batch_size" in log_lines[0], log_lines
+    assert infer(facade).version == "1"

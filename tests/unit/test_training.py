@@ -25,7 +25,7 @@ TINY = TrainSettings(samples=64, epochs=1, batch_size=32, threads=1, max_steps=2
 
 def test_a_short_run_publishes_version_1_with_exports_card_config_and_validation_set(tmp_path):
     out = io.StringIO()
-    version = run_face_training(FaceTrainOptions(tmp_path, settings=TINY), out)
+    version = run_face_training(FaceTrainOptions(tmp_path, settings=TINY, publish_anyway=True), out)
     model_dir = tmp_path / "face_blendshapes"
     assert version == model_dir / "1"
     assert sorted(p.name for p in version.iterdir()) == ["model.onnx", "model.pt", "model_card.json",
@@ -42,8 +42,9 @@ def test_a_short_run_publishes_version_1_with_exports_card_config_and_validation
     config = yaml.safe_load((model_dir / "config.yaml").read_text())
     assert config["validation"] == {"dataset": "validation.npz", "max_mae": publish.GATE_MAX_MAE,
                                     "max_mae_per_value": publish.GATE_MAX_MAE_PER_VALUE}
-    # Two steps cannot learn faces: the run says the gate will refuse it.
-    assert "WARNING: misses the default gate" in out.getvalue()
+    # Two steps cannot learn faces: published only because told to, and the run says the gate refuses it.
+    assert "WARNING: misses its validation gate, published anyway" in out.getvalue()
+    assert "refused by its validation gate" in out.getvalue()
 
     # The ONNX and TorchScript files give the same answers.
     x = np.random.default_rng(2).random((3, 1, 128, 128), dtype=np.float32)
@@ -65,6 +66,23 @@ def test_a_second_run_is_version_2_and_keeps_the_operator_s_config(tmp_path):
     assert (model_dir / "config.yaml").read_text() == "max_batch_size: 8\n"
 
 
+def test_a_version_that_misses_its_gate_is_not_published(tmp_path, capsys):
+    """#18 item 1: the defaults missed the gate and still published version 2, which hid version 1 after a restart.
+    Now nothing is published (no version, no staging) and the CLI says so in one line, exit 2."""
+    from twinfer.cli import main
+    from twinfer.errors import VersionRefused
+
+    with pytest.raises(VersionRefused, match="not published: .*refused by its validation gate.*--publish-anyway"):
+        run_face_training(FaceTrainOptions(tmp_path, formats=("onnx",), settings=TINY), io.StringIO())
+    model_dir = tmp_path / "face_blendshapes"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.yaml", "validation.npz"]
+    code = main(["train", "face-blendshapes", "--repository", str(tmp_path), "--samples", "64", "--epochs", "1",
+                 "--max-steps", "1", "--threads", "1", "--formats", "onnx"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("twinfer: not published:") and err.count("\n") == 1, err
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.yaml", "validation.npz"]
+
+
 def test_a_failed_export_leaves_no_version_and_no_staging(tmp_path, monkeypatch):
     def broken(model, path):
         path.write_bytes(b"half")
@@ -73,7 +91,7 @@ def test_a_failed_export_leaves_no_version_and_no_staging(tmp_path, monkeypatch)
     monkeypatch.setattr("twinfer.training.face_command.exporters", lambda formats: [("model.onnx", broken)])
     with pytest.raises(RuntimeError, match="export broke"):
         run_face_training(FaceTrainOptions(tmp_path, settings=TINY), io.StringIO())
-    assert sorted(p.name for p in (tmp_path / "face_blendshapes").iterdir()) == ["validation.npz"]
+    assert sorted(p.name for p in (tmp_path / "face_blendshapes").iterdir()) == ["config.yaml", "validation.npz"]
 
 
 @pytest.mark.parametrize(("options", "message"), [

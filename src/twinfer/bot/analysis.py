@@ -27,6 +27,28 @@ def _window(merged: Merged, first: int, last: int) -> dict[str, Any]:
             "requests": total}
 
 
+# Percentiles of the HDR plot: 1 - p spaced evenly on a log scale from 50 % to 99.99 %.
+DISTRIBUTION = (0, 25, 50, 75, 80, 90, 95, 97, 98, 99, 99.5, 99.7, 99.8, 99.9, 99.95, 99.97, 99.98, 99.99)
+
+
+def percentile_distribution(total: Latency) -> list[list[float]]:
+    """[(percentile, ms)] for the report's HDR percentile plot, plus the maximum as 100."""
+    if not total.count:
+        return []
+    return [[p, total.percentile_ms(p or 0.0001)] for p in DISTRIBUTION] + [[100.0, total.summary_ms()["max"]]]
+
+
+def _second(merged: Merged, sec: int, open_model: bool) -> dict[str, Any]:
+    h = merged.per_second.get(sec)
+    return {"second": sec, "ok": merged.ok.get(sec, 0), "failed": merged.failed.get(sec, 0),
+            "p50_ms": h.percentile_ms(50) if h else None, "p90_ms": h.percentile_ms(90) if h else None,
+            "p99_ms": h.percentile_ms(99) if h else None, "max_ms": h.percentile_ms(100) if h else None,
+            "scheduled": merged.scheduled_at.get(sec, 0) if open_model else None,
+            "users": None if open_model else merged.users_at.get(sec),
+            "in_flight": merged.in_flight_at.get(sec),
+            "errors": dict(merged.errors_at.get(sec, {}))}
+
+
 def summarize(s: Scenario, merged: Merged, rss: list[tuple[float, float]], failover: dict[str, Any],
               missing_workers: int = 0) -> dict[str, Any]:
     ok, failed = sum(merged.ok.values()), sum(merged.failed.values())
@@ -42,12 +64,8 @@ def summarize(s: Scenario, merged: Merged, rss: list[tuple[float, float]], failo
         "error_rate": failed / total if total else 0.0, "rps": ok / duration if duration else 0.0,
         "latency_ms": merged.total.summary_ms(), "errors": dict(merged.errors.most_common()),
         "reconnects": merged.reconnects, "events": sorted(merged.events),
-        "timeline": [
-            {"second": sec, "ok": merged.ok.get(sec, 0), "failed": merged.failed.get(sec, 0),
-             "p50_ms": merged.per_second[sec].percentile_ms(50) if sec in merged.per_second else None,
-             "p99_ms": merged.per_second[sec].percentile_ms(99) if sec in merged.per_second else None}
-            for sec in range(last_second)
-        ],
+        "timeline": [_second(merged, sec, s.open_model) for sec in range(last_second)],
+        "percentile_distribution": percentile_distribution(merged.total),
     }
     if s.open_model:
         scheduled_rate = merged.scheduled / duration

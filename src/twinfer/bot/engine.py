@@ -70,6 +70,7 @@ class Engine:
         self.rng = np.random.default_rng(seed)
         self.host, self.port = scenario.host_port
         self.stopping = False
+        self.active_users = 0  # closed model: user loops running
         self._deadlines: dict[Deferred, float] = {}
         self._sweeper = LoopingCall(self._sweep)
         self._sweeper.clock = reactor
@@ -93,6 +94,11 @@ class Engine:
             return result
 
         return d.addBoth(untrack)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered (every request is tracked for its timeout)."""
+        return len(self._deadlines)
 
     def stop(self) -> None:
         if self._sweeper.running:
@@ -124,6 +130,14 @@ class Engine:
 
     @inlineCallbacks
     def user(self, index: int, end: float):
+        self.active_users += 1
+        try:
+            yield self._user_loop(end)
+        finally:
+            self.active_users -= 1
+
+    @inlineCallbacks
+    def _user_loop(self, end: float):
         connection = None
         while self.now() < end and not self.stopping:
             if connection is None:
@@ -162,7 +176,8 @@ class Engine:
 
         def run(connection: Any, intended: float) -> None:
             state["running"] += 1
-            self.recorder.sent += 1
+            if intended >= self.recorder.start:  # warm-up requests are counted nowhere
+                self.recorder.sent += 1
             d = self.timed(connection.infer(), intended)
 
             def done(outcome: object) -> None:
@@ -195,7 +210,9 @@ class Engine:
             maybe_done()
 
         def arrive(intended: float) -> None:
-            self.recorder.scheduled += 1
+            if intended >= self.recorder.start:
+                self.recorder.scheduled += 1
+                self.recorder.scheduled_at[int(intended - self.recorder.start)] += 1
             if idle:
                 run(idle.popleft(), intended)
             else:

@@ -18,6 +18,10 @@ class Recorder:
         self.ok: Counter[int] = Counter()
         self.failed: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
+        self.errors_at: dict[int, Counter[str]] = defaultdict(Counter)  # second -> error kind -> count
+        self.scheduled_at: Counter[int] = Counter()  # open model: arrivals by intended second
+        self.users_at: dict[int, int] = {}  # second -> active users (closed model), sampled once a second
+        self.in_flight_at: dict[int, int] = {}  # second -> requests in flight, sampled once a second
         self.scheduled = 0
         self.sent = 0
         self.reconnects = 0
@@ -27,6 +31,8 @@ class Recorder:
         self.recovered_at: float | None = None  # first success after the last error
 
     def success(self, now: float, latency_s: float) -> None:
+        if now - latency_s < self.start:
+            return  # sent during the warm-up
         if self.last_error_at is not None and self.recovered_at is None:
             self.recovered_at = now - self.start
         second = int(now - self.start)
@@ -36,11 +42,20 @@ class Recorder:
 
     def error(self, now: float, kind: str) -> None:
         at = now - self.start
+        if at < 0:
+            return  # during the warm-up
         if self.first_error_at is None:
             self.first_error_at = at
         self.last_error_at, self.recovered_at = at, None
         self.failed[int(at)] += 1
         self.errors[kind] += 1
+        self.errors_at[int(at)][kind] += 1
+
+    def sample(self, now: float, users: int, in_flight: int) -> None:
+        second = int(now - self.start)
+        if second >= 0:
+            self.users_at[second] = max(users, self.users_at.get(second, 0))
+            self.in_flight_at[second] = max(in_flight, self.in_flight_at.get(second, 0))
 
     def event(self, now: float, text: str) -> None:
         self.events.append((round(now - self.start, 3), text))
@@ -50,6 +65,8 @@ class Recorder:
             "total": base64.b64encode(self.total.encode()).decode(),
             "per_second": {str(s): base64.b64encode(h.encode()).decode() for s, h in self.per_second.items()},
             "ok": dict(self.ok), "failed": dict(self.failed), "errors": dict(self.errors),
+            "errors_at": {str(s): dict(c) for s, c in self.errors_at.items()},
+            "scheduled_at": dict(self.scheduled_at), "users_at": self.users_at, "in_flight_at": self.in_flight_at,
             "scheduled": self.scheduled, "sent": self.sent, "reconnects": self.reconnects, "events": self.events,
             "first_error_at": self.first_error_at, "last_error_at": self.last_error_at,
             "recovered_at": self.recovered_at,
@@ -65,6 +82,10 @@ class Merged:
         self.ok: Counter[int] = Counter()
         self.failed: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
+        self.errors_at: dict[int, Counter[str]] = defaultdict(Counter)
+        self.scheduled_at: Counter[int] = Counter()
+        self.users_at: Counter[int] = Counter()  # summed over workers
+        self.in_flight_at: Counter[int] = Counter()
         self.scheduled = self.sent = self.reconnects = 0
         self.events: list[tuple[float, str]] = []
         self.first_error_at: float | None = None
@@ -79,6 +100,10 @@ class Merged:
         self.ok.update({int(k): v for k, v in part["ok"].items()})
         self.failed.update({int(k): v for k, v in part["failed"].items()})
         self.errors.update(part["errors"])
+        for second, kinds in part.get("errors_at", {}).items():
+            self.errors_at[int(second)].update(kinds)
+        for name in ("scheduled_at", "users_at", "in_flight_at"):
+            getattr(self, name).update({int(k): v for k, v in part.get(name, {}).items()})
         self.scheduled += part["scheduled"]
         self.sent += part["sent"]
         self.reconnects += part["reconnects"]

@@ -11,6 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from twinfer.bot.charts import HDR_TICKS, Series, line_chart, nines, plain
+
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     lat = summary["latency_ms"]
@@ -43,62 +45,100 @@ def write_json(summary: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
-def _polyline_chart(title: str, series: list[tuple[str, str, list[float | None]]], unit: str) -> str:
-    width, height, pad = 720, 220, 40
-    values = [v for _, _, ys in series for v in ys if v is not None]
-    top = max(values, default=1.0) or 1.0
-    n = max((len(ys) for _, _, ys in series), default=1)
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">',
-             f'<text x="{pad}" y="16" font-size="13">{html.escape(title)}</text>',
-             f'<line x1="{pad}" y1="{height - pad}" x2="{width - 10}" y2="{height - pad}" stroke="#999"/>',
-             f'<line x1="{pad}" y1="24" x2="{pad}" y2="{height - pad}" stroke="#999"/>',
-             f'<text x="2" y="30" font-size="10">{top:.3g}{unit}</text>',
-             f'<text x="{pad}" y="{height - 22}" font-size="10">0 s</text>',
-             f'<text x="{width - 40}" y="{height - 22}" font-size="10">{n} s</text>']
-    for i, (label, color, ys) in enumerate(series):
-        points = []
-        for x, y in enumerate(ys):
-            if y is None:
-                continue
-            px = pad + (width - pad - 10) * (x / max(n - 1, 1))
-            py = (height - pad) - (height - pad - 24) * (y / top)
-            points.append(f"{px:.1f},{py:.1f}")
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(points)}"/>')
-        parts.append(f'<text x="{width - 160}" y="{16 + 14 * i}" font-size="11" fill="{color}">'
-                     f'{html.escape(label)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+def _table(rows: list[list[object]], header: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header) if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return plain(round(value, 3))
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "-"}[value]
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _charts(summary: dict[str, Any]) -> list[str]:
+    timeline = summary["timeline"]
+    seconds = "time since the start (s)"
+    charts = [line_chart("Latency percentiles over time", [
+        Series(name, [(t["second"], t.get(f"{key}_ms")) for t in timeline])
+        for name, key in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("max", "max"))], seconds, "latency (ms)")]
+    distribution = [(p, ms) for p, ms in summary.get("percentile_distribution", []) if p < 100]
+    if distribution:
+        charts.append(line_chart("Latency by percentile (HDR)", [Series("latency", distribution, markers=True)],
+                                 "percentile (log scale of 1 / (1 - p))", "latency (ms)", x_transform=nines,
+                                 x_ticks=HDR_TICKS))
+    rate = [Series("achieved ok/s", [(t["second"], t["ok"]) for t in timeline])]
+    if summary["mode"] == "open":
+        rate.insert(0, Series("scheduled/s", [(t["second"], t.get("scheduled")) for t in timeline]))
+    rate.append(Series("errors/s", [(t["second"], t["failed"]) for t in timeline], color="#d62728"))
+    charts.append(line_chart("Scheduled vs achieved rate", rate, seconds, "requests per second"))
+    load = [Series("requests in flight", [(t["second"], t.get("in_flight")) for t in timeline])]
+    if summary["mode"] == "closed":
+        load.insert(0, Series("active users", [(t["second"], t.get("users")) for t in timeline]))
+    charts.append(line_chart("Active users and requests in flight", load, seconds, "count"))
+    kinds = sorted({k for t in timeline for k in t.get("errors", {})})
+    if kinds:
+        charts.append(line_chart("Errors by kind over time", [
+            Series(kind[:22], [(t["second"], t.get("errors", {}).get(kind, 0)) for t in timeline]) for kind in kinds],
+            seconds, "errors per second"))
+    return charts
+
+
+def _stress(stress: dict[str, Any]) -> str:
+    steps = stress["steps"]
+    rows = [[step["rate"], step["achieved_rps"], step["p99_ms"], f"{step['error_rate']:.2%}",
+             "met" if step["met"] else "BROKEN"] for step in steps]
+    knee = line_chart("Throughput vs latency (the knee)", [
+        Series("p99 per step", [(step["achieved_rps"], step["p99_ms"]) for step in steps], markers=True),
+        *([Series(f"knee {plain(stress['knee_rate'])}/s", [(step["achieved_rps"], step["p99_ms"]) for step in steps
+                                                              if step["rate"] == stress["knee_rate"]],
+                  color="#2ca02c", markers=True)] if stress.get("knee_rate") else [])],
+        "achieved throughput (requests/s)", "p99 latency (ms)")
+    note = f"<p>{html.escape(stress['note'])}</p>" if stress.get("note") else ""
+    return (f"<h2>Stress steps</h2><p>knee: {_cell(stress.get('knee_rate'))} requests/s "
+            f"(the highest step that met every threshold)</p>{note}"
+            + _table(rows, ["scheduled /s", "achieved /s", "p99 ms", "errors", "thresholds"]) + knee)
+
+
+def _section(key: str, data: dict[str, Any]) -> str:
+    flat = [[k.replace("_", " "), v] for k, v in data.items() if not isinstance(v, (dict, list)) or
+            (isinstance(v, list) and len(v) <= 8 and all(not isinstance(x, (dict, list)) for x in v))]
+    return f"<h2>{html.escape(key.replace('_', ' '))}</h2>" + _table(flat)
 
 
 def write_html(summary: dict[str, Any], path: Path) -> None:
-    timeline = summary["timeline"]
-    throughput = _polyline_chart("Throughput per second", [
-        ("ok/s", "#2a7", [t["ok"] for t in timeline]), ("errors/s", "#c33", [t["failed"] for t in timeline])], "")
-    latency = _polyline_chart("Latency per second", [
-        ("p50", "#27c", [t["p50_ms"] for t in timeline]), ("p99", "#c72", [t["p99_ms"] for t in timeline])], " ms")
     lat = summary["latency_ms"]
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.3f}</td></tr>" for k, v in lat.items())
-    errors = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in summary["errors"].items())
+    latency = _table([[k, v] for k, v in lat.items()], ["statistic", "ms"])
+    errors = _table([[k, v] for k, v in summary["errors"].items()] or [["none", ""]], ["error", "count"])
     checks = "".join(
-        f"<tr><td>{html.escape(c['threshold'])}</td><td>{c['actual']:.4g}</td>"
+        f"<tr><td>{html.escape(c['threshold'])}</td><td>{plain(c['actual'])}</td>"
         f"<td class=\"{'ok' if c['ok'] else 'bad'}\">{'met' if c['ok'] else 'BROKEN'}</td></tr>"
         for c in summary["thresholds"])
-    extra = "".join(f"<h2>{key}</h2><pre>{html.escape(json.dumps(summary[key], indent=2, default=str))}</pre>"
+    extra = "".join(_stress(summary[key]) if key == "stress" else _section(key, summary[key])
                     for key in ("open_model", "stress", "spike", "soak", "failover", "concurrency") if key in summary)
     verdict = "PASSED" if summary["passed"] else "FAILED"
+    users = f"{summary['users']} users, " if summary.get("users") else ""
     document = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>twinfer bot: {html.escape(summary['test'])}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:780px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}.ok{{color:#2a7}}.bad{{color:#c33}}</style></head>
+<style>body{{font-family:sans-serif;margin:2em;max-width:800px}}table{{border-collapse:collapse;margin:0.5em 0}}
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}th{{background:#f4f4f4}}.ok{{color:#2a7}}
+.bad{{color:#c33}}svg{{display:block;margin:1em 0}}</style></head>
 <body><h1>twinfer bot: {html.escape(summary['test'])}
 <span class="{'ok' if summary['passed'] else 'bad'}">{verdict}</span></h1>
 <p>{html.escape(summary['protocol'])} &rarr; {html.escape(summary['target'])}, model {html.escape(summary['model'])},
-{summary['mode']} model, {summary['processes']} process(es), {summary['duration_s']:g} s:
+{summary['mode']} model, {users}{summary['processes']} process(es), {plain(summary['duration_s'])} s measured:
 {summary['requests']:,} requests, {summary['rps']:,.0f} ok/s, error rate {summary['error_rate']:.3%}.</p>
-{throughput}{latency}
-<h2>Latency (ms)</h2><table>{rows}</table>
 <h2>Thresholds</h2><table>{checks or '<tr><td>none</td></tr>'}</table>
-<h2>Errors</h2><table>{errors or '<tr><td>none</td></tr>'}</table>
+<h2>Latency</h2>{latency}
+{"".join(_charts(summary))}
+<h2>Errors</h2>{errors}
 {extra}</body></html>
 """
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,7 @@ def run(scenario: Scenario, console: Console | None = None) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     results_queue = ctx.Queue()
     stop = ctx.Event()
-    start_at = time.time() + STARTUP_S
+    start_at = time.time() + STARTUP_S + scenario.warmup  # the measured start; workers warm up before it
     workers = [ctx.Process(target=worker_main, args=(scenario.model_dump_json(), i, scenario.processes, start_at,
                                                      results_queue, stop), daemon=True)
                for i in range(scenario.processes)]

@@ -14,7 +14,7 @@ _PATTERN = re.compile(
     r"\s*(?P<metric>[a-z0-9_.]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[0-9.]+)\s*(?P<unit>us|ms|s|%)?\s*"
 )
 _LATENCY = re.compile(r"(p\d+(\.\d+)?|mean|max|min)")
-_TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, None: 1.0}  # to milliseconds
+_TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}  # to milliseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +50,9 @@ def parse_threshold(text: str) -> Threshold:
         if unit is not None:
             raise ConfigError(f"threshold {text!r}: rps takes no unit")
     elif _LATENCY.fullmatch(metric):
-        if unit == "%":
-            raise ConfigError(f"threshold {text!r}: latency takes us, ms or s")
+        if unit in ("%", None):  # `p99<5` is 5 ms to some and 5 s to others: say which
+            raise ConfigError(f"threshold {text!r}: a latency needs a unit, us, ms or s (e.g. {metric}{op}"
+                              f"{match['value']}ms)")
         value *= _TIME_UNITS[unit]
         if metric.startswith("p") and not 0 < float(metric[1:]) <= 100:
             raise ConfigError(f"threshold {text!r}: percentile outside 0..100")

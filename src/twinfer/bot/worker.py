@@ -92,15 +92,22 @@ def concurrency(engine: Engine, index: int, count: int):
         c.close()
 
 
+def warmed(rate: schedule.RateFn, warmup: float) -> schedule.RateFn:
+    """The measured schedule, preceded by `warmup` seconds at its starting rate."""
+    return lambda t: rate(max(0.0, t - warmup))
+
+
 @inlineCallbacks
 def run_load(reactor: Any, engine: Engine, index: int, count: int, start: float):
+    """`start` is the measured run's start; load begins `warmup` seconds before it (but for concurrency tests)."""
     s = engine.scenario
     end = start + s.duration
     if s.test == "concurrency":
         yield concurrency(engine, index, count)
     elif s.open_model:
-        times = schedule.arrivals(rate_function(s), s.duration, share=1.0 / count, phase=(index + 1) / count)
-        yield engine.open_load(times, start)
+        times = schedule.arrivals(warmed(rate_function(s), s.warmup), s.warmup + s.duration, share=1.0 / count,
+                                  phase=(index + 1) / count)
+        yield engine.open_load(times, start - s.warmup)
     else:
         users = share(s.users, index, count)
         ramp = min(1.0, s.duration / 10)
@@ -123,6 +130,7 @@ def worker_main(scenario_json: str, index: int, count: int, start_at: float, que
         if stop is not None and stop.is_set() and not engine.stopping:
             engine.stopping = True  # the coordinator saw enough (a stress run broke its thresholds)
             recorder.event(reactor.seconds(), "stopped early by the coordinator")
+        recorder.sample(reactor.seconds() - 0.5, engine.active_users, engine.in_flight)  # for the second ending now
         second = int(reactor.seconds() - start_at) - 1
         if second >= 0:
             h = recorder.per_second.get(second)
@@ -132,6 +140,11 @@ def worker_main(scenario_json: str, index: int, count: int, start_at: float, que
     ticker = LoopingCall(progress)
 
     def begin() -> None:
+        if scenario.test == "concurrency":
+            return reactor.callLater(max(0.0, start_at - time.time()), start_load)
+        start_load()
+
+    def start_load() -> None:
         ticker.start(1.0, now=False)
         d = run_load(reactor, engine, index, count, start_at)
         d.addErrback(lambda f: recorder.event(reactor.seconds(), f"worker failed: {f.getErrorMessage()}"))
@@ -144,5 +157,5 @@ def worker_main(scenario_json: str, index: int, count: int, start_at: float, que
         queue.put(("result", index, recorder.to_dict()))
         reactor.stop()
 
-    reactor.callLater(max(0.0, start_at - time.time()), begin)
+    reactor.callLater(max(0.0, start_at - scenario.warmup - time.time()), begin)
     reactor.run()

@@ -217,6 +217,7 @@ class Client:
     def _read_loop(self) -> None:
         decoder = FrameDecoder(max_body=messages.MAX_REPLY_BYTES)
         reason = SessionClosed("connection closed by the server")
+        first = True
         try:
             while True:
                 try:
@@ -225,6 +226,15 @@ class Client:
                     continue
                 if not data:
                     break
+                if first and data.startswith(b"HTTP/"):
+                    reason = SessionClosed(not_the_game_port(self.host, self.port, "HTTP"))
+                    break
+                if first and len(data) >= 9 and data[3] == 4 and data[5:9] == bytes(4):
+                    # an HTTP/2 SETTINGS frame on stream 0, a gRPC server's first words; a game frame never starts
+                    # so (its body would begin with three zero bytes, which no protobuf message does)
+                    reason = SessionClosed(not_the_game_port(self.host, self.port, "HTTP/2 (gRPC)"))
+                    break
+                first = False
                 for _, body in decoder.feed(data):
                     self._dispatch(messages.decode_reply(body))
         except OSError as exc:
@@ -277,6 +287,12 @@ class Client:
             pending, self._pending = self._pending, {}
         for future, _ in pending.values():
             _settle(future.set_exception, self._closed_error())
+
+
+def not_the_game_port(host: str, port: int, spoken: str) -> str:
+    """Said when the peer answers in another protocol: the usual slip is KServe's port (8000) for the game port."""
+    return (f"{host}:{port} answered in {spoken}: it is not the game protocol port (twinfer's game protocol listens "
+            "on 9000 by default; 8000 and 8001 are KServe HTTP and gRPC, for tritonclient or curl)")
 
 
 def _settle(setter: Callable[[Any], None], value: Any) -> None:

@@ -65,6 +65,10 @@ class Settings(_Section):
         "auto", description="the loop under the reactor: uvloop when installed (auto), or asyncio's own")
     log_level: Literal["debug", "info", "warn", "error"] = Field("info", description="lowest level logged")
     insecure_dev: bool = Field(False, description="allow running without a token secret (local development)")
+    readiness: Literal["any", "strict"] = Field(
+        "any", description="when /v2/health/ready (and gRPC ServerReady) says ready: `any` once a model serves, so "
+        "one broken model does not take every pod out of service; `strict` (Triton's) only while every model not "
+        "explicitly unloaded serves. Each model's own ready endpoint is exact either way")
     auth: AuthSettings = Field(default_factory=AuthSettings)
     onnx: OnnxSettings = Field(default_factory=OnnxSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)

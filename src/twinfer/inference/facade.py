@@ -19,9 +19,11 @@ from twinfer.inference.validation import validate_inputs, validate_outputs
 
 
 class InferenceFacade:
-    def __init__(self, repository: ModelRepository, max_request_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
+    def __init__(self, repository: ModelRepository, max_request_elements: int = DEFAULT_MAX_ELEMENTS,
+                 readiness: str = "strict") -> None:
         self.repository = repository
         self.max_request_elements = max_request_elements
+        self.readiness = readiness  # "strict" (every model) or "any" (one serving model); settings.readiness
 
     def element_budget(self) -> ElementBudget:
         """A fresh per-request budget: every front-end's decoder takes one before it allocates any input."""
@@ -69,4 +71,8 @@ class InferenceFacade:
         return maybeDeferred(self.repository.unload, name)
 
     def ready(self) -> bool:
-        return self.repository.ready()
+        """The server's readiness: Triton's strict rule, or (`any`) ready while at least one model serves, so one
+        broken model does not take a whole Kubernetes deployment out of service."""
+        if self.readiness == "strict":
+            return self.repository.ready()
+        return any(m.versions for m in self.repository.models())

@@ -68,6 +68,7 @@ class ServedModel:
     reason: str = ""
     explicitly_unloaded: bool = False
     failed: dict[int, FileSignature] = field(default_factory=dict)  # don't retry until the file changes
+    logged_failure: str = ""  # the failure last logged, so an unchanged one is not logged on every scan
     lock: DeferredLock = field(default_factory=DeferredLock)
 
 
@@ -331,40 +332,69 @@ class ModelRepository:
         if entry.policy is not None and entry.policy != config.version_policy:  # scanned for another policy
             entry = yield self._threads.run_io(scan_model, entry.path, config.version_policy)
         config_changed = force or config != model.config
-        wanted = config.version_policy.select(list(entry.versions))
-        if not wanted:
+        if not config.version_policy.select(list(entry.versions)):
             self._mark_failed(model, "no version directory with a model file")
             yield self._retire_all(model, "no versions on disk")
             return
-        to_load = [
-            v for v in wanted
-            if config_changed
-            or v not in model.versions
-            or model.versions[v].signature != entry.versions[v]
-        ]
-        to_load = [v for v in to_load if model.failed.get(v) != entry.versions[v] or force]
-        if not to_load and set(model.versions) == set(wanted):
+        wanted, loaded, refused = yield self._load_passing(model, entry, config, config_changed)
+        if refused:
+            note = self._log_refusals(model, refused, wanted, loaded)
+        elif not loaded and set(model.versions) == set(wanted):
             return
-        if not model.versions:
-            model.state = "LOADING"
+        else:
+            note = ""
+        self._swap(model, config, config_changed, wanted, loaded, note)
+
+    @inlineCallbacks
+    def _load_passing(self, model: ServedModel, entry: ModelOnDisk, config: ModelConfig, config_changed: bool):
+        """Load what the version policy wants among the versions not refused; a refused version drops out and the
+        policy picks again (so `latest: 1` falls back to the next newest that passes its gate), at start-up as in
+        hot reload. Returns (wanted, loaded, refused: [(version, error)])."""
         loaded: dict[int, ModelVersion] = {}
-        for v in to_load:
-            signature = entry.versions[v]
-            try:
-                backend = yield self._threads.run_io(load_and_warm, config, signature.path, self._options)
-            except (ModelLoadError, ConfigError) as exc:
-                model.failed[v] = signature
-                log.error("model {name} version {v} refused: {exc}", name=model.name, v=v, exc=exc)
-                model.reason = str(exc)
-                continue
-            loaded[v] = ModelVersion(self._clock, self._threads, config, v, backend, signature)
-            model.failed.pop(v, None)
-            log.info("model {name} version {v} loaded and warmed up", name=model.name, v=v)
-        self._swap(model, config, config_changed, wanted, loaded)
+        refused: list[tuple[int, Exception]] = []
+        while True:
+            usable = [v for v in entry.versions if model.failed.get(v) != entry.versions[v]]
+            wanted = config.version_policy.select(usable)
+            to_load = [
+                v for v in wanted
+                if v not in loaded and (
+                    config_changed or v not in model.versions or model.versions[v].signature != entry.versions[v])
+            ]
+            if not to_load:
+                return wanted, {v: mv for v, mv in loaded.items() if v in wanted}, refused
+            for v in to_load:
+                signature = entry.versions[v]
+                try:
+                    backend = yield self._threads.run_io(load_and_warm, config, signature.path, self._options)
+                except (ModelLoadError, ConfigError) as exc:
+                    model.failed[v] = signature
+                    refused.append((v, exc))
+                    continue
+                loaded[v] = ModelVersion(self._clock, self._threads, config, v, backend, signature)
+                model.failed.pop(v, None)
+                log.info("model {name} version {v} loaded and warmed up", name=model.name, v=v)
+
+    def _log_refusals(
+        self, model: ServedModel, refused: list[tuple[int, Exception]], wanted: list[int],
+        loaded: dict[int, ModelVersion],
+    ) -> str:
+        """One line per refused version, saying what serves instead; returns the last, for the model's status."""
+        serving = sorted(loaded) or sorted(v for v in model.versions if v in wanted)
+        if serving and loaded:
+            instead = f"version {', '.join(map(str, serving))} serves instead"
+        elif serving:
+            instead = f"version {', '.join(map(str, serving))} keeps serving"
+        else:
+            instead = "no version serves"
+        line = ""
+        for v, exc in refused:
+            line = f"version {v} refused: {exc}; {instead}"
+            log.error("model {name} {line}", name=model.name, line=line)
+        return line
 
     def _swap(
         self, model: ServedModel, config: ModelConfig, config_changed: bool, wanted: list[int],
-        loaded: dict[int, ModelVersion],
+        loaded: dict[int, ModelVersion], note: str = "",
     ) -> None:
         """Install the new versions in one assignment; retire what they replace, only if something will serve."""
         keep = {v: mv for v, mv in model.versions.items() if v in wanted and v not in loaded}
@@ -372,23 +402,27 @@ class ModelRepository:
             keep = {}  # every version runs with the new configuration or not at all
         new_versions = {**keep, **loaded}
         if not new_versions:
-            self._mark_failed(model, model.reason or "no version could be loaded")
+            self._mark_failed(model, note or model.reason or "no version could be loaded", logged=bool(note))
             return
         old = model.versions
         model.versions = new_versions
         if loaded:
             model.config = config
-        model.state, model.reason = "READY", ""
+        model.state, model.reason = "READY", note
+        model.logged_failure = ""
         for v, mv in old.items():
             if new_versions.get(v) is not mv:
                 log.info("model {name} version {v} draining", name=model.name, v=v)
                 mv.retire().addErrback(lambda f: log.failure("unload failed", f))
 
-    def _mark_failed(self, model: ServedModel, reason: str) -> None:
+    def _mark_failed(self, model: ServedModel, reason: str, logged: bool = False) -> None:
+        """Logged once per change of state: a repository scan every 2 s must not repeat an unchanged failure."""
         model.reason = reason
         if not model.versions:
             model.state = "UNAVAILABLE"
-        log.error("model {name}: {reason}", name=model.name, reason=reason)
+        if reason != model.logged_failure and not logged:
+            log.error("model {name}: {reason}", name=model.name, reason=reason)
+        model.logged_failure = reason
 
     def _retire_all(self, model: ServedModel, reason: str) -> Deferred:
         old, model.versions = model.versions, {}

@@ -80,7 +80,7 @@ class TwinferServer:
             BackendOptions(settings.onnx.intra_op_threads, settings.onnx.inter_op_threads),
             settings.repository_poll_s,
         )
-        self.facade = InferenceFacade(self.repository, settings.max_request_elements)
+        self.facade = InferenceFacade(self.repository, settings.max_request_elements, settings.readiness)
         self.sessions = SessionRegistry()
         self.streams = StreamManager(
             self.facade, reactor, ReactorThreads(reactor).run_io, advertised_host(settings),

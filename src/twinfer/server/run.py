@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from twisted.internet.defer import Deferred
@@ -53,6 +54,7 @@ def run_server(settings: Settings, reload_settings=None, group_version: int = 0,
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     if settings.model_repository is None:
         raise ConfigError("model_repository: required (--model-repository DIR)")
+    check_repository_path(settings.model_repository)
     if not settings.auth.token_secret and not settings.insecure_dev:
         raise ConfigError(
             "auth.token_secret: empty; set TWINFER_AUTH__TOKEN_SECRET, or pass --insecure-dev for local use"
@@ -98,6 +100,36 @@ def _stop_reactor(reactor) -> None:
         pass
 
 
+def check_repository_path(path: os.PathLike[str] | str) -> None:
+    """Before any port opens: a missing repository, or a file given for it, is one line, not a start-up traceback."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"model_repository: {path} does not exist (build the demo one with `make models`, or pass "
+                          "--model-repository DIR)")
+    if not path.is_dir():
+        raise ConfigError(f"model_repository: {path} is a file; expected a directory of models")
+
+
+def start_up_problem(failure) -> str | None:
+    """The one line for a start-up failure the operator can fix (a port in use, a bad setting); None for a bug."""
+    from twisted.internet.error import CannotListenError
+
+    if failure.check(CannotListenError):
+        exc = failure.value
+        reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+        return (f"cannot listen on {exc.interface or '0.0.0.0'}:{exc.port}: {reason.lower()} (is another server "
+                "running? choose other ports with --tcp-port, --udp-port, --http-port, --grpc-port, --metrics-port)")
+    if failure.check(ConfigError):
+        return str(failure.value)
+    bound = re.match(r"Failed to bind to address (\S+?);", str(failure.value)) if failure.check(RuntimeError) else None
+    if bound:  # grpcio's way of saying the same
+        return (f"cannot listen on {bound[1]} (gRPC): address in use or not available (is another server running? "
+                "choose another port with --grpc-port)")
+    return None
+
+
 def run_reactor(reactor, server) -> int:
     """Start `server` (anything with start() and stop() returning Deferreds), run until a signal, stop cleanly.
 
@@ -109,8 +141,13 @@ def run_reactor(reactor, server) -> int:
     starting: list[Deferred] = []
 
     def started_failed(failure):
-        log.failure("start-up failed", failure)
-        exit_code[0] = 1
+        problem = start_up_problem(failure)
+        if problem is None:
+            log.failure("start-up failed", failure)
+            exit_code[0] = 1
+        else:
+            print(f"twinfer: {problem}", file=sys.stderr, flush=True)
+            exit_code[0] = 2
         _stop_reactor(reactor)
 
     def start() -> None:

@@ -38,6 +38,7 @@ from twinfer.streaming.outputs import DEFAULT_PORTS, FORMATS
 from twinfer.streaming.pixels import PIXEL_FORMATS
 from twinfer.streaming.preprocess import image_layout
 from twinfer.streaming.reassembly import PartialFrameBudget
+from twinfer.streaming.stats import LatencyHistogram
 from twinfer.streaming.stream import Address, Stream, Target
 
 log = Logger()
@@ -130,6 +131,7 @@ class StreamManager:
         self.streams: dict[int, Stream] = {}
         self.dropped: Counter[str] = Counter()  # datagrams dropped before reaching a stream, by reason
         self.closed_stats: Counter[str] = Counter()  # totals of streams already closed
+        self.closed_latency = LatencyHistogram()  # latencies of streams already closed
         self._ids = itertools.count(1)
         self._send: Callable[[bytes, Address], None] = lambda data, addr: None
         self._reaper = LoopingCall(self.reap)
@@ -241,6 +243,7 @@ class StreamManager:
             self.closed_stats[key] += value
         for reason, count in s.dropped.items():
             self.dropped[reason] += count
+        self.closed_latency.merge(s.latency)
         log.info("stream {id} closed: {fin} frames in, {fout} out, {skip} skipped", id=stream_id, fin=s.frames_in,
                  fout=s.frames_out, skip=s.frames_skipped)
 

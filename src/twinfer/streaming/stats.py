@@ -20,6 +20,13 @@ class LatencyHistogram:
         self.total_s += seconds
         self.samples += 1
 
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add `other`'s observations: a closed stream's latencies stay in the aggregate (Prometheus reads a
+        histogram that shrinks as a counter reset)."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.total_s += other.total_s
+        self.samples += other.samples
+
 
 @dataclass(slots=True)
 class StreamStats:

@@ -1,7 +1,9 @@
 """`twinfer train face-blendshapes --repository DIR`: train, check on the held-out set, export, publish a version.
 
 Runs in its own process (the CLI), never inside a server: the server picks the new version up by hot reload, and
-its validation gate decides whether the version takes traffic.
+its validation gate decides whether the version takes traffic. The trainer runs that same gate (the model's
+config.yaml, the server's code) on the exported files before publishing, and refuses to publish a version that
+misses it unless `--publish-anyway`: a refused newest version is still on disk for every later restart.
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ import numpy as np
 
 import twinfer
 from twinfer.arkit import ARKIT_BLENDSHAPES
+from twinfer.errors import ModelLoadError, VersionRefused
 from twinfer.sources.face_dataset import VALIDATION_SEED, write_validation_set
 from twinfer.sources.synthetic_face import DRIVEN
 from twinfer.training.export import INPUT_NAME, OUTPUT_NAME, exporters
 from twinfer.training.face_net import IMAGE_SIZE
 from twinfer.training.publish import (
-    GATE_MAX_MAE,
-    GATE_MAX_MAE_PER_VALUE,
     VALIDATION_FILE,
     ensure_text_file,
     face_config_yaml,
@@ -52,6 +53,7 @@ class FaceTrainOptions:
     model_name: str = "face_blendshapes"
     formats: tuple[str, ...] = ("onnx", "torchscript")
     settings: TrainSettings = field(default_factory=TrainSettings)
+    publish_anyway: bool = False  # publish a version that misses its gate (a deliberately bad model, tests)
 
 
 class _ConsoleProgress(Progress):
@@ -119,11 +121,15 @@ def run_face_training(options: FaceTrainOptions, out: TextIO = sys.stdout) -> Pa
           f"{evaluation.worst[0]} {evaluation.worst[1]:.4f}) after {result.steps} steps, "
           f"{result.data_seconds + result.train_seconds:.0f} s", file=out)
 
+    if ensure_text_file(model_dir / "config.yaml", face_config_yaml(list(ARKIT_BLENDSHAPES))):
+        print(f"wrote {model_dir / 'config.yaml'} (labels, batching, validation gate)", file=out)
+
     def write_files(staging: Path) -> None:
         for filename, export in export_steps:
             started = time.monotonic()
             export(result.model, staging / filename)
             print(f"exported {filename} ({time.monotonic() - started:.1f} s)", file=out)
+        _check_gate(model_dir, staging, options.publish_anyway, out)
         card = _card(options, result.as_dict(), evaluation, staging)
         write_model_card(staging, card)
 
@@ -132,11 +138,33 @@ def run_face_training(options: FaceTrainOptions, out: TextIO = sys.stdout) -> Pa
     card = json.loads((version_dir / "model_card.json").read_text(encoding="utf-8"))
     card["version"] = int(version_dir.name)
     write_model_card(version_dir, card)
-    if ensure_text_file(model_dir / "config.yaml", face_config_yaml(list(ARKIT_BLENDSHAPES))):
-        print(f"wrote {model_dir / 'config.yaml'} (labels, batching, validation gate)", file=out)
-    _say_gate_verdict(evaluation, out)
     print(f"published {version_dir}", file=out)
     return version_dir
+
+
+def _check_gate(model_dir: Path, staging: Path, publish_anyway: bool, out: TextIO) -> None:
+    """The server's own decision, made here on the staged files: its config (config.yaml), its loader, its gate."""
+    from twinfer.backends import BackendOptions
+    from twinfer.inference.config_loading import find_model_file, load_model_config
+    from twinfer.inference.model_version import load_and_warm
+
+    model_file = find_model_file(staging)
+    if model_file is None:
+        return
+    config = load_model_config(model_dir, model_file)
+    if config.validation is None:
+        print(f"{model_dir / 'config.yaml'} has no validation gate: nothing to check", file=out)
+        return
+    try:
+        load_and_warm(config, model_file, BackendOptions()).close()
+    except ModelLoadError as exc:
+        if not publish_anyway:
+            raise VersionRefused(f"not published: {exc} (train longer, e.g. the defaults, or pass "
+                                 "--publish-anyway to publish it for a server to refuse)") from None
+        print(f"WARNING: misses its validation gate, published anyway (--publish-anyway): {exc}", file=out)
+        return
+    print(f"passes its validation gate ({config.validation.max_mae} MAE, "
+          f"{config.validation.max_mae_per_value} per value)", file=out)
 
 
 def _card(options: FaceTrainOptions, training: dict, evaluation: Evaluation, staging: Path) -> dict:
@@ -156,14 +184,3 @@ def _card(options: FaceTrainOptions, training: dict, evaluation: Evaluation, sta
         "files": {p.name: sha256(p) for p in sorted(staging.iterdir())},
         "limits": LIMITS,
     }
-
-
-def _say_gate_verdict(evaluation: Evaluation, out: TextIO) -> None:
-    """Tell the operator now whether the default gate will refuse this version (the server decides for real)."""
-    worst_name, worst = evaluation.worst
-    if evaluation.mae <= GATE_MAX_MAE and worst <= GATE_MAX_MAE_PER_VALUE:
-        print(f"within the default gate (MAE <= {GATE_MAX_MAE}, every shape <= {GATE_MAX_MAE_PER_VALUE})", file=out)
-    else:
-        print(f"WARNING: misses the default gate (MAE {evaluation.mae:.4f} vs {GATE_MAX_MAE}, {worst_name} "
-              f"{worst:.4f} vs {GATE_MAX_MAE_PER_VALUE}): a server with that gate will refuse this version",
-              file=out)
