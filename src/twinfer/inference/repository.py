@@ -331,6 +331,10 @@ class ModelRepository:
         config = model.disk_config
         if entry.policy is not None and entry.policy != config.version_policy:  # scanned for another policy
             entry = yield self._threads.run_io(scan_model, entry.path, config.version_policy)
+        if entry.policy is not None and any(model.failed.get(v) == sig for v, sig in entry.versions.items()):
+            # The scan held only what the policy picks; one of those is refused, so the policy must look further
+            # (`latest: 1` falls back to the next newest): list every version.
+            entry = yield self._threads.run_io(scan_model, entry.path, None)
         config_changed = force or config != model.config
         if not config.version_policy.select(list(entry.versions)):
             self._mark_failed(model, "no version directory with a model file")
