@@ -19,6 +19,8 @@ and a config file only needs to say what differs.
        warmup: true
        validation: {dataset: gate.npz, max_mae: 0.01}                  # see ModelConfig.ValidationConfig
        parameters: {intra_op_threads: "2"}
+       ensemble_scheduling: {step: [{model_name: pre, model_version: -1,   # with `platform: ensemble` (or
+                                     input_map: {x: RAW}, output_map: {y: MID}}]}  # backend); Triton's keys
 
 Tensor lists merge by name, so a config that only adds labels to an output keeps the derived datatype and dims;
 a tensor's dims left to the model file are cut to fit the final max_batch_size. Every failure is a ConfigError
@@ -219,6 +221,10 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
             out["version_policy"] = {"policy": "specific", "versions": list(vp.specific.versions)}
     if config.parameters:
         out["parameters"] = {k: v.string_value for k, v in config.parameters.items()}
+    if config.HasField("ensemble_scheduling"):
+        out["ensemble_scheduling"] = {"step": [
+            {"model_name": s.model_name, "model_version": s.model_version, "input_map": dict(s.input_map),
+             "output_map": dict(s.output_map)} for s in config.ensemble_scheduling.step]}
     return out
 
 
@@ -236,6 +242,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     if isinstance(data.get("dynamic_batching"), bool):
         data["dynamic_batching"] = {} if data["dynamic_batching"] else None
+    if "platform" in data:  # Triton's key for ensembles (`platform: ensemble`); twinfer calls it the backend
+        if "backend" in data:
+            raise ConfigError(f"{path}: give either backend or platform, not both")
+        data["backend"] = data.pop("platform")
     return data
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 
-from twinfer.errors import TwinferError
+from twinfer.errors import ModelNotFound, ModelNotReady, TwinferError
 from twinfer.inference.limits import DEFAULT_MAX_ELEMENTS, ElementBudget
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.model_version import ModelVersion
@@ -22,6 +22,7 @@ class InferenceFacade:
     def __init__(self, repository: ModelRepository, max_request_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
         self.repository = repository
         self.max_request_elements = max_request_elements
+        repository.attach_caller(self.infer)  # python models' BLS calls and ensemble steps come back in here
 
     def element_budget(self) -> ElementBudget:
         """A fresh per-request budget: every front-end's decoder takes one before it allocates any input."""
@@ -30,7 +31,7 @@ class InferenceFacade:
     def infer(self, request: InferenceRequest) -> Deferred[InferenceResult]:
         """Validate, queue and run one request. Errors arrive as TwinferError failures, never raised."""
         try:
-            version = self.repository.get(request.model, request.version)
+            version = self.resolve(request.model, request.version)
             config = version.config
             inputs = validate_inputs(config, request.inputs)
             outputs = validate_outputs(config, request.outputs)
@@ -42,8 +43,24 @@ class InferenceFacade:
         return d.addCallback(lambda out: InferenceResult(name, number, out))
 
     def resolve(self, model: str, version: str | None = None) -> ModelVersion:
-        """The version a request for (model, version) would use; raises ModelNotFound / ModelNotReady."""
-        return self.repository.get(model, version)
+        """The version a request for (model, version) would use; raises ModelNotFound / ModelNotReady. An ensemble
+        is ready only while every model its steps call is."""
+        served = self.repository.get(model, version)
+        depends_on = getattr(served.backend, "depends_on", None)
+        if depends_on:
+            self._check_steps(model, depends_on, {model})
+        return served
+
+    def _check_steps(self, ensemble: str, depends_on: tuple[tuple[str, str | None], ...], seen: set[str]) -> None:
+        for step_model, step_version in depends_on:
+            try:
+                served = self.repository.get(step_model, step_version)
+            except (ModelNotFound, ModelNotReady) as exc:
+                raise ModelNotReady(f"ensemble {ensemble!r} is not ready: step model {step_model!r}: "
+                                    f"{exc.message}") from None
+            nested = getattr(served.backend, "depends_on", None)
+            if nested and step_model not in seen:
+                self._check_steps(ensemble, nested, seen | {step_model})
 
     def config(self, model: str, version: str | None = None) -> ModelConfig:
         return self.resolve(model, version).config

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from twinfer.backends import Backend, BackendOptions, load_backend
+from twinfer.backends.base import RequestListBackend
 from twinfer.errors import ModelLoadError
 from twinfer.inference.batcher import DynamicBatcher, Outputs
 from twinfer.inference.datatypes import to_numpy_dtype
@@ -55,7 +56,7 @@ def load_and_warm(config: ModelConfig, model_file: Path, options: BackendOptions
 
     model_file = find_model_file(model_file.parent, config.backend) or model_file
     backend = load_backend(config, model_file, options)
-    if config.warmup:
+    if config.warmup and getattr(backend, "warms_up", True):  # python models and ensembles: no zeros through user code
         outputs = [t.name for t in config.outputs]
         try:
             backend.run(warmup_inputs(config), outputs)
@@ -80,6 +81,14 @@ def load_and_warm(config: ModelConfig, model_file: Path, options: BackendOptions
     return backend
 
 
+def _timed_run_requests(
+    backend: RequestListBackend, requests: list[tuple[dict[str, np.ndarray], list[str]]]
+) -> tuple[list[Outputs | Exception], int]:
+    start = time.perf_counter_ns()
+    results = backend.run_requests(requests)
+    return results, time.perf_counter_ns() - start
+
+
 def _timed_run(backend: Backend, inputs: dict[str, np.ndarray], outputs: list[str]) -> tuple[Outputs, int]:
     start = time.perf_counter_ns()
     result = backend.run(inputs, outputs)
@@ -102,8 +111,14 @@ class ModelVersion:
         self.stats = ModelStatistics()
         self._backend = backend
         self._threads = threads
+        own_scheduler = getattr(backend, "scheduler", None)
+        if own_scheduler is not None:  # an ensemble: its steps run through the facade, no instance threads
+            self._pool = None
+            self.batcher = own_scheduler(clock, self.stats)
+            return
         self._pool = threads.instance_pool(f"{config.name}-v{version}", config.instance_count)
-        self.batcher = DynamicBatcher(clock, config, self._execute, self.stats)
+        by_request = self._execute_requests if hasattr(backend, "run_requests") else None
+        self.batcher = DynamicBatcher(clock, config, self._execute, self.stats, by_request)
 
     @property
     def name(self) -> str:
@@ -117,6 +132,11 @@ class ModelVersion:
     def _execute(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> Deferred[tuple[Outputs, int]]:
         return self._pool.run(_timed_run, self._backend, inputs, outputs)
 
+    def _execute_requests(
+        self, requests: list[tuple[dict[str, np.ndarray], list[str]]]
+    ) -> Deferred[tuple[list[Outputs | Exception], int]]:
+        return self._pool.run(_timed_run_requests, self._backend, requests)
+
     def retire(self) -> Deferred[None]:
         """Refuse new requests, let queued and running ones finish, then free the threads and the backend."""
         d = self.batcher.drained()
@@ -124,5 +144,6 @@ class ModelVersion:
         return d
 
     def _release(self) -> None:
-        self._pool.stop()
+        if self._pool is not None:
+            self._pool.stop()
         self._backend.close()

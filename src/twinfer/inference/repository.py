@@ -10,7 +10,8 @@ of a swap, and a broken version never takes traffic: the old one keeps serving.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, DeferredLock, gatherResults, inlineCallbacks
@@ -19,7 +20,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twinfer.backends import BackendOptions
+from twinfer.backends.base import canonical_backend
 from twinfer.errors import ConfigError, ModelLoadError, ModelNotFound, ModelNotReady
+from twinfer.inference.caller import ModelCaller
 from twinfer.inference.config_loading import find_model_file, load_model_config
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.model_version import FileSignature, ModelVersion, load_and_warm
@@ -44,6 +47,7 @@ class ModelOnDisk:
     path: Path
     versions: dict[int, FileSignature]
     config_files: tuple[FileSignature, ...]
+    bare_versions: dict[int, FileSignature] = field(default_factory=dict)  # no model file: an ensemble's "1/"
 
 
 @dataclass(slots=True)
@@ -74,14 +78,16 @@ def scan_repository(root: Path) -> dict[str, ModelOnDisk]:
 
 
 def scan_model(model_dir: Path) -> ModelOnDisk:
-    versions = {}
+    versions, bare = {}, {}
     for child in model_dir.iterdir():
         if child.is_dir() and child.name.isdigit() and int(child.name) > 0:
             model_file = find_model_file(child)
             if model_file is not None:
                 versions[int(child.name)] = FileSignature.of(model_file)
+            else:
+                bare[int(child.name)] = FileSignature.of(child)
     configs = tuple(FileSignature.of(model_dir / n) for n in CONFIG_FILES if (model_dir / n).is_file())
-    return ModelOnDisk(model_dir.name, model_dir, versions, configs)
+    return ModelOnDisk(model_dir.name, model_dir, versions, configs, bare)
 
 
 class ModelRepository:
@@ -101,6 +107,11 @@ class ModelRepository:
         self._models: dict[str, ServedModel] = {}
         self._poller: LoopingCall | None = None
         self._poll_lock = DeferredLock()
+
+    def attach_caller(self, infer: Callable) -> None:
+        """Let the backends loaded from now on (python models, ensembles) call models through `infer` (the
+        facade's), on this repository's reactor."""
+        self._options = replace(self._options, caller=ModelCaller(self._clock, infer))
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -234,7 +245,9 @@ class ModelRepository:
                 return
         config = model.disk_config
         config_changed = force or config != model.config
-        wanted = config.version_policy.select(list(entry.versions))
+        on_disk = ({**entry.bare_versions, **entry.versions} if canonical_backend(config.backend) == "ensemble"
+                   else entry.versions)
+        wanted = config.version_policy.select(list(on_disk))
         if not wanted:
             self._mark_failed(model, "no version directory with a model file")
             yield self._retire_all(model, "no versions on disk")
@@ -243,16 +256,16 @@ class ModelRepository:
             v for v in wanted
             if config_changed
             or v not in model.versions
-            or model.versions[v].signature != entry.versions[v]
+            or model.versions[v].signature != on_disk[v]
         ]
-        to_load = [v for v in to_load if model.failed.get(v) != entry.versions[v] or force]
+        to_load = [v for v in to_load if model.failed.get(v) != on_disk[v] or force]
         if not to_load and set(model.versions) == set(wanted):
             return
         if not model.versions:
             model.state = "LOADING"
         loaded: dict[int, ModelVersion] = {}
         for v in to_load:
-            signature = entry.versions[v]
+            signature = on_disk[v]
             try:
                 backend = yield self._threads.run_io(load_and_warm, config, signature.path, self._options)
             except (ModelLoadError, ConfigError) as exc:

@@ -1,0 +1,206 @@
+"""`python`: a Triton python model (model.py with `TritonPythonModel`) run in the server process.
+
+Triton runs such models in a stub process and moves every tensor through shared memory; here `execute` is called
+directly on the version's instance threads with numpy arrays, and the dynamic batcher hands it the list of
+requests it gathered (`run_requests`), as Triton does. One TritonPythonModel object per instance (`instance_count`),
+each used by one thread at a time. model.py is server code: it is imported from the repository's version
+directory only (under a module name unique to this load, so versions and hot reloads never share module state),
+never from anything a request carries.
+
+Errors: an exception from `execute` fails the requests of that call (InferenceFailed with its message); an
+InferenceResponse carrying a TritonError fails its request alone; a wrong number of responses fails the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import itertools
+import json
+import queue
+import re
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from twinfer.backends import triton_utils as pb_utils
+from twinfer.backends.base import BackendOptions
+from twinfer.errors import InferenceFailed, InvalidInput, ModelLoadError, TwinferError, Unavailable
+from twinfer.inference.model_config import ModelConfig
+
+sys.modules.setdefault("triton_python_backend_utils", pb_utils)
+
+_load_counter = itertools.count(1)
+Request = tuple[dict[str, np.ndarray], list[str]]
+
+
+def import_model_file(model_name: str, model_file: Path) -> ModuleType:
+    """Import `model_file` as a fresh module; its own directory's helper modules are importable while it loads,
+    like in Triton, where the version directory is on the stub's path."""
+    tag = re.sub(r"\W", "_", f"{model_name}_v{model_file.parent.name}")
+    module_name = f"twinfer_python_model_{tag}_{next(_load_counter)}"
+    spec = importlib.util.spec_from_file_location(module_name, model_file)
+    if spec is None or spec.loader is None:
+        raise ModelLoadError(f"model {model_name!r}: cannot import {model_file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    directory = str(model_file.parent)
+    sys.path.insert(0, directory)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise ModelLoadError(f"model {model_name!r}: importing {model_file} failed: {type(exc).__name__}: {exc}") \
+            from exc
+    finally:
+        try:
+            sys.path.remove(directory)
+        except ValueError:
+            pass
+    return module
+
+
+def triton_model_config(config: ModelConfig) -> dict[str, Any]:
+    """The config as Triton hands it to `initialize` (args["model_config"], JSON): what models look up with
+    get_input_config_by_name / get_output_config_by_name and triton_string_to_numpy."""
+
+    def tensor(t: Any) -> dict[str, Any]:
+        data_type = "TYPE_STRING" if t.datatype == "BYTES" else f"TYPE_{t.datatype}"
+        return {"name": t.name, "data_type": data_type, "dims": list(t.dims)}
+
+    out: dict[str, Any] = {
+        "name": config.name, "backend": "python", "platform": "", "max_batch_size": config.max_batch_size,
+        "input": [tensor(t) for t in config.inputs], "output": [tensor(t) for t in config.outputs],
+        "instance_group": [{"name": config.name, "kind": "KIND_CPU", "count": config.instance_count}],
+        "parameters": {k: {"string_value": v} for k, v in config.parameters.items()},
+        "model_transaction_policy": {"decoupled": False},
+    }
+    if config.dynamic_batching is not None and config.batching:
+        db = config.dynamic_batching
+        out["dynamic_batching"] = {"max_queue_delay_microseconds": db.max_queue_delay_us,
+                                   "preferred_batch_size": list(db.preferred_batch_sizes)}
+    return out
+
+
+class PythonBackend:
+    warms_up = False  # zeros through user code prove nothing and may not be valid input for it
+
+    def __init__(self, config: ModelConfig, model_file: Path, options: BackendOptions) -> None:
+        self.name = config.name
+        self._config = config
+        self._caller = options.caller
+        self._output_names = [t.name for t in config.outputs]
+        module = import_model_file(config.name, model_file)
+        self._module_name = module.__name__
+        cls = getattr(module, "TritonPythonModel", None)
+        if not inspect.isclass(cls) or not callable(getattr(cls, "execute", None)):
+            self._forget_module()
+            raise ModelLoadError(f"model {config.name!r}: {model_file} defines no class TritonPythonModel "
+                                 "with an execute(self, requests) method")
+        args = {
+            "model_config": json.dumps(triton_model_config(config)),
+            "model_name": config.name,
+            "model_version": model_file.parent.name,
+            "model_repository": str(model_file.parent.parent),
+            "model_instance_kind": "CPU",
+            "model_instance_device_id": "0",
+        }
+        self._instances: list[Any] = []
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._loops = threading.local()
+        try:
+            for i in range(config.instance_count):
+                instance = cls()
+                self._instances.append(instance)
+                initialize = getattr(instance, "initialize", None)
+                if initialize is not None:
+                    with pb_utils.bound_caller(self._caller):
+                        self._await(initialize({**args, "model_instance_name": f"{config.name}_0_{i}"}))
+                self._idle.put(instance)
+        except Exception as exc:
+            self.close()
+            raise ModelLoadError(f"model {config.name!r}: initialize failed: {type(exc).__name__}: {exc}") \
+                from exc
+
+    def _await(self, result: Any) -> Any:
+        """Triton allows `async def` initialize/execute/finalize: run them on this thread's own event loop."""
+        if not inspect.isawaitable(result):
+            return result
+        loop = getattr(self._loops, "loop", None)
+        if loop is None:
+            loop = self._loops.loop = asyncio.new_event_loop()
+        return loop.run_until_complete(result)
+
+    def run_requests(self, requests: list[Request]) -> list[dict[str, np.ndarray] | Exception]:
+        """One `execute` call for the batch; one result per request. Blocking: on an instance thread."""
+        instance = self._idle.get()  # the batcher runs at most instance_count batches, so one is always idle
+        try:
+            wrapped = [pb_utils.InferenceRequest(self.name, outputs, [pb_utils.Tensor(n, a) for n, a in inputs.items()])
+                       for inputs, outputs in requests]
+            try:
+                with pb_utils.bound_caller(self._caller):
+                    responses = self._await(instance.execute(wrapped))
+            except pb_utils.TritonModelException as exc:
+                return self._all_failed(requests, f"model {self.name!r}: {exc.message()}")
+            except Exception as exc:  # noqa: BLE001 - user code: fail this call's requests, keep serving
+                return self._all_failed(requests, f"model {self.name!r}: execute raised {type(exc).__name__}: {exc}")
+        finally:
+            self._idle.put(instance)
+        if not isinstance(responses, (list, tuple)) or len(responses) != len(requests):
+            count = len(responses) if isinstance(responses, (list, tuple)) else type(responses).__name__
+            return self._all_failed(requests, f"model {self.name!r}: execute returned {count} responses for "
+                                              f"{len(requests)} requests")
+        return [self._outputs_of(response, outputs) for response, (_, outputs) in zip(responses, requests)]
+
+    def _all_failed(self, requests: list[Request], message: str) -> list[dict[str, np.ndarray] | Exception]:
+        return [InferenceFailed(message) for _ in requests]
+
+    def _outputs_of(self, response: Any, wanted: list[str]) -> dict[str, np.ndarray] | Exception:
+        if not isinstance(response, pb_utils.InferenceResponse):
+            return InferenceFailed(f"model {self.name!r}: execute returned {type(response).__name__}, "
+                                   "not an InferenceResponse")
+        if response.has_error():
+            error = response.error()
+            message = f"model {self.name!r}: {error.message()}"
+            if error.code() == pb_utils.TritonError.INVALID_ARG:
+                return InvalidInput(message)
+            if error.code() == pb_utils.TritonError.UNAVAILABLE:
+                return Unavailable(message)
+            return InferenceFailed(message)
+        produced = {t.name(): t.as_numpy() for t in response.output_tensors()}
+        missing = [name for name in wanted if name not in produced]
+        if missing:
+            return InferenceFailed(f"model {self.name!r} returned no output {missing[0]!r} "
+                                   f"(it returned {', '.join(produced) or 'none'})")
+        return {name: produced[name] for name in wanted}
+
+    def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        """One request alone (the validation gate, `twinfer validate`)."""
+        (result,) = self.run_requests([(inputs, outputs or self._output_names)])
+        if isinstance(result, TwinferError):
+            raise result
+        return result
+
+    def close(self) -> None:
+        """Call every instance's finalize (errors there are the model's, and must not stop the unload)."""
+        for instance in self._instances:
+            finalize = getattr(instance, "finalize", None)
+            if finalize is not None:
+                try:
+                    with pb_utils.bound_caller(self._caller):
+                        self._await(finalize())
+                except Exception as exc:  # noqa: BLE001
+                    pb_utils.Logger.log_error(f"model {self.name!r}: finalize raised {type(exc).__name__}: {exc}")
+        self._instances = []
+        loop = getattr(self._loops, "loop", None)
+        if loop is not None:
+            loop.close()
+        self._forget_module()
+
+    def _forget_module(self) -> None:
+        sys.modules.pop(self._module_name, None)
