@@ -273,6 +273,75 @@ ensemble_scheduling { step [ { model_name: "not_there" input_map { key: "INPUT0"
 """
 
 
+# A stream model: camera frames in (1 x H x W, [0,1] floats), two numbers out; and an ensemble of it alone.
+BRIGHTNESS_CONFIG = """
+name: "brightness"
+backend: "python"
+max_batch_size: 8
+input [ { name: "IMAGE" data_type: TYPE_FP32 dims: [ 1, -1, -1 ] } ]
+output [ { name: "LEVEL" data_type: TYPE_FP32 dims: [ 2 ] } ]
+dynamic_batching { }
+"""
+
+BRIGHTNESS_MODEL = '''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            image = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy()
+            flat = image.reshape(image.shape[0], -1)
+            level = np.stack([flat.mean(axis=1), flat.max(axis=1)], axis=1).astype(np.float32)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("LEVEL", level)]))
+        return responses
+'''
+
+BRIGHTNESS_ENSEMBLE_YAML = """
+platform: ensemble
+max_batch_size: 8
+inputs: [{name: FRAME, datatype: FP32, dims: [1, -1, -1]}]
+outputs: [{name: STATS, datatype: FP32, dims: [2], labels: [mean, max]}]
+ensemble_scheduling:
+  step: [{model_name: brightness, input_map: {IMAGE: FRAME}, output_map: {LEVEL: STATS}}]
+"""
+
+# Two instances, no batching: concurrent requests run in parallel on different TritonPythonModel objects.
+PARALLEL_CONFIG = """
+name: "parallel"
+backend: "python"
+max_batch_size: 0
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "INSTANCE" data_type: TYPE_INT64 dims: [ 1 ] } ]
+instance_group [ { count: 2 kind: KIND_CPU } ]
+"""
+
+PARALLEL_MODEL = '''
+import threading
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.number = int(args["model_instance_name"].rsplit("_", 1)[1])
+        self.busy = threading.Lock()
+
+    def execute(self, requests):
+        assert self.busy.acquire(blocking=False), "one instance ran two execute calls at once"
+        try:
+            time.sleep(0.4)
+        finally:
+            self.busy.release()
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("INSTANCE", np.array([self.number]))])
+                for _ in requests]
+'''
+
+
 def write_model(root: Path, name: str, config: str, model: str | None, config_name: str = "config.pbtxt") -> None:
     version = root / name / "1"
     version.mkdir(parents=True)
@@ -296,4 +365,7 @@ def build_python_repository(root: Path) -> Path:
     write_model(root, "pipeline", PIPELINE_CONFIG, None)
     write_model(root, "broken_pipeline", BROKEN_PIPELINE_YAML, None, "config.yaml")
     write_model(root, "orphan", ORPHAN_CONFIG, None)
+    write_model(root, "brightness", BRIGHTNESS_CONFIG, BRIGHTNESS_MODEL)
+    write_model(root, "brightness_pipeline", BRIGHTNESS_ENSEMBLE_YAML, None, "config.yaml")
+    write_model(root, "parallel", PARALLEL_CONFIG, PARALLEL_MODEL)
     return root

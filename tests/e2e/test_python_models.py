@@ -243,3 +243,52 @@ def test_a_step_hot_reload_does_not_fail_ensemble_requests(served):
     wait_until(lambda: "model scale version 1 draining" in server.log() or "version 1 draining" in server.log(),
                what="the old version to drain")
     assert os.path.isdir(version2)
+
+
+def test_instance_group_count_runs_instances_in_parallel(served):
+    server, _, _ = served
+    http = httpclient.InferenceServerClient(server.http, concurrency=2)
+    started = time.monotonic()
+    pending = [http.async_infer("parallel", [_http_input("X", np.array([1.0], np.float32), "FP32")])
+               for _ in range(2)]
+    instances = sorted(int(p.get_result().as_numpy("INSTANCE")[0]) for p in pending)
+    assert instances == [0, 1]
+    assert time.monotonic() - started < 0.75  # two 0.4 s calls side by side, not one after the other
+
+
+@pytest.mark.parametrize("model", ["brightness", "brightness_pipeline"])
+def test_streams_run_python_models_and_ensembles(served, model):
+    import socket
+
+    from twinfer.client.streams import StreamSender, target
+    from twinfer.protocol import game_pb2
+
+    server, _, _ = served
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(10)
+    with Client("127.0.0.1", server.tcp) as client:
+        sender = StreamSender(client, model, 32, 24,
+                              targets=[target("native", f"127.0.0.1:{receiver.getsockname()[1]}")])
+        for level in (0, 51, 255):
+            sender.send_frame(np.full((24, 32), level, np.uint8))
+            result = game_pb2.StreamResult.FromString(receiver.recvfrom(65535)[0])
+            np.testing.assert_allclose(result.values, [level / 255] * 2, rtol=1e-5)
+        if model == "brightness_pipeline":
+            assert list(result.labels) == ["mean", "max"]
+        sender.close()
+    receiver.close()
+
+
+def test_twinfer_models_and_the_repository_index_list_them(served):
+    import subprocess
+    import sys
+
+    server, _, _ = served
+    out = subprocess.run([sys.executable, "-m", "twinfer", "models", "--server", f"127.0.0.1:{server.tcp}"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in out.splitlines()}
+    assert rows["add_sub"][:2] == ["READY", "versions=1"] and rows["pipeline"][0] == "READY"
+    assert rows["orphan"][0] == "UNAVAILABLE" and "step model 'not_there'" in rows["orphan"][2]
+    index = {m["name"]: m for m in httpclient.InferenceServerClient(server.http).get_model_repository_index()}
+    assert index["orphan"]["state"] == "UNAVAILABLE" and index["bls"]["state"] == "READY"

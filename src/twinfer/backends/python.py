@@ -116,11 +116,11 @@ class PythonBackend:
         try:
             for i in range(config.instance_count):
                 instance = cls()
-                self._instances.append(instance)
                 initialize = getattr(instance, "initialize", None)
                 if initialize is not None:
                     with pb_utils.bound_caller(self._caller):
                         self._await(initialize({**args, "model_instance_name": f"{config.name}_0_{i}"}))
+                self._instances.append(instance)  # finalize is owed only to instances that initialized
                 self._idle.put(instance)
         except Exception as exc:
             self.close()
@@ -204,3 +204,52 @@ class PythonBackend:
 
     def _forget_module(self) -> None:
         sys.modules.pop(self._module_name, None)
+
+
+def auto_complete(partial: dict[str, Any], model_file: Path) -> dict[str, Any]:
+    """Triton's `auto_complete_config`: when model.py defines it, let it fill in the configuration (a partial
+    config dict as config_loading merges them, returned completed). Runs the model file's module code, as Triton
+    does at load; ModelLoadError/ValueError when the model's additions contradict the configuration."""
+    name = partial["name"]
+    module = import_model_file(name, model_file)
+    try:
+        cls = getattr(module, "TritonPythonModel", None)
+        hook = getattr(cls, "auto_complete_config", None)
+        if hook is None:
+            return partial
+
+        def triton_tensor(t: dict[str, Any]) -> dict[str, Any]:
+            out: dict[str, Any] = {"name": t["name"]}
+            if "datatype" in t:
+                out["data_type"] = "TYPE_STRING" if t["datatype"] == "BYTES" else f"TYPE_{t['datatype']}"
+            if "dims" in t:
+                out["dims"] = list(t["dims"])
+            return out
+
+        triton = {"name": name, "backend": "python", "max_batch_size": partial.get("max_batch_size", 0),
+                  "input": [triton_tensor(t) for t in partial.get("inputs", [])],
+                  "output": [triton_tensor(t) for t in partial.get("outputs", [])]}
+        if partial.get("dynamic_batching") is not None:
+            triton["dynamic_batching"] = {}
+        completed = hook(pb_utils.ModelConfig(triton))
+        result = (completed if completed is not None else pb_utils.ModelConfig(triton)).as_dict()
+    finally:
+        sys.modules.pop(module.__name__, None)
+
+    def twinfer_tensor(t: dict[str, Any], kind: str) -> dict[str, Any]:
+        before = next((p for p in partial.get(kind, []) if p["name"] == t["name"]), {})  # keeps labels
+        datatype = str(t.get("data_type", "TYPE_INVALID")).removeprefix("TYPE_")
+        out: dict[str, Any] = {**before, "name": t["name"]}
+        if t.get("dims"):
+            out["dims"] = [int(d) for d in t["dims"]]
+        if datatype != "INVALID":
+            out["datatype"] = "BYTES" if datatype == "STRING" else datatype
+        return out
+
+    done = dict(partial)
+    done["max_batch_size"] = int(result.get("max_batch_size", 0))
+    done["inputs"] = [twinfer_tensor(t, "inputs") for t in result.get("input", [])]
+    done["outputs"] = [twinfer_tensor(t, "outputs") for t in result.get("output", [])]
+    if "dynamic_batching" in result and done.get("dynamic_batching") is None:
+        done["dynamic_batching"] = {}
+    return done

@@ -358,4 +358,23 @@ def load_model_config(model_dir: Path, sample_model_file: Path | None) -> ModelC
         layers.apply({"backend": backend_of_file(sample_model_file)}, str(sample_model_file))
     for where, layer in overlays:
         layers.apply(layer, where)
+    if sample_model_file is not None and sample_model_file.name == "model.py" and canonical_backend(
+            layers.config.get("backend") or "") == "python":
+        _auto_complete_python(layers, sample_model_file)
     return layers.finish()
+
+
+def _auto_complete_python(layers: _Layers, model_file: Path) -> None:
+    """A python model's `auto_complete_config` (Triton's hook) fills in what the config files leave out."""
+    from twinfer.backends.python import auto_complete
+
+    partial = dict(layers.config)
+    try:
+        completed = auto_complete(partial, model_file)
+    except ModelLoadError as exc:
+        raise ConfigError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the model's own code
+        raise ConfigError(f"{model_file}: auto_complete_config: {type(exc).__name__}: {exc}") from None
+    if completed is not partial:
+        layers.config = completed
+        layers.last = str(model_file)

@@ -7,6 +7,8 @@ and returns Deferreds; the models themselves run on their instance threads.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 
 from twinfer.errors import ModelNotFound, ModelNotReady, TwinferError
@@ -66,10 +68,25 @@ class InferenceFacade:
         return self.resolve(model, version).config
 
     def models(self) -> list[ServedModel]:
-        return self.repository.models()
+        return [self._as_listed(m) for m in self.repository.models()]
 
     def model(self, name: str) -> ServedModel:
-        return self.repository.model(name)
+        return self._as_listed(self.repository.model(name))
+
+    def _as_listed(self, model: ServedModel) -> ServedModel:
+        """An ensemble whose steps are not all ready is listed UNAVAILABLE with the reason (a copy: the
+        repository's own state stays what was loaded)."""
+        if not model.versions:
+            return model
+        newest = model.versions[max(model.versions)]
+        depends_on = getattr(newest.backend, "depends_on", None)
+        if not depends_on:
+            return model
+        try:
+            self._check_steps(model.name, depends_on, {model.name})
+        except ModelNotReady as exc:
+            return replace(model, versions={}, state="UNAVAILABLE", reason=exc.message)
+        return model
 
     def versions_for_statistics(self, name: str | None, version: str | None) -> list[ModelVersion]:
         """Serving versions of one model (or of all models, when name is empty)."""

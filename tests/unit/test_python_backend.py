@@ -1,0 +1,344 @@
+"""The python backend without a server: the batcher's request-list mode on a fake clock, TritonPythonModel loading
+and calling, auto_complete_config, and the ensemble config readers and graph checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from textwrap import dedent
+
+import numpy as np
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from tests.python_models_repo import ADD_SUB_CONFIG, ADD_SUB_MODEL, PIPELINE_CONFIG
+from twinfer.backends.base import BackendOptions
+from twinfer.errors import ConfigError, InferenceFailed, InvalidInput, ModelLoadError, RequestTimeout
+from twinfer.inference.batcher import DynamicBatcher
+from twinfer.inference.config_loading import load_model_config
+from twinfer.inference.ensemble import check_graph
+from twinfer.inference.model_config import DynamicBatchingConfig, ModelConfig, TensorConfig
+from twinfer.inference.statistics import ModelStatistics
+
+
+def make_config(**overrides) -> ModelConfig:
+    fields = dict(
+        name="m", backend="python", max_batch_size=8,
+        inputs=(TensorConfig(name="x", datatype="FP32", dims=(2,)),),
+        outputs=(TensorConfig(name="y", datatype="FP32", dims=(2,)),),
+        dynamic_batching=DynamicBatchingConfig(), instance_count=1,
+    )
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+class ManualRequests:
+    """Records request lists; the test answers them, one result per request."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list, Deferred]] = []
+
+    def __call__(self, requests):
+        d: Deferred = Deferred()
+        self.calls.append((requests, d))
+        return d
+
+    def answer(self, results=None) -> None:
+        requests, d = self.calls.pop(0)
+        if results is None:
+            results = [{"y": inputs["x"] * 2} for inputs, _ in requests]
+        d.callback((results, 1000))
+
+
+def never(inputs, outputs):  # the concatenating path must not be used
+    raise AssertionError("a request-list backend got a concatenated batch")
+
+
+def outcome(d: Deferred) -> list:
+    out: list = []
+    d.addBoth(out.append)
+    return out
+
+
+def test_request_list_mode_hands_queued_requests_over_as_a_list_with_per_request_results():
+    clock, stats, execute = Clock(), ModelStatistics(), ManualRequests()
+    batcher = DynamicBatcher(clock, make_config(), never, stats, execute)
+    first = outcome(batcher.submit({"x": np.ones((1, 2), np.float32)}, ["y"]))
+    # Different row counts and shapes never concatenate, so they may share a call (no same-shape rule).
+    second = outcome(batcher.submit({"x": np.ones((3, 2), np.float32)}, ["y"]))
+    third = outcome(batcher.submit({"x": np.ones((2, 2), np.float32)}, ["y"]))
+    assert [len(r) for r, _ in execute.calls] == [1]
+    execute.answer()
+    assert first[0]["y"].shape == (1, 2)
+    assert [len(r) for r, _ in execute.calls] == [2]
+    execute.answer([{"y": np.zeros((3, 2))}, InvalidInput("this one is wrong")])
+    assert second[0]["y"].shape == (3, 2)
+    assert isinstance(third[0], Failure) and third[0].check(InvalidInput)
+    assert stats.in_flight == 0 and stats.execution_count == 2 and stats.failure.count == 1
+
+
+def test_request_list_mode_still_caps_rows_at_max_batch_size():
+    clock, execute = Clock(), ManualRequests()
+    batcher = DynamicBatcher(clock, make_config(max_batch_size=4), never, ModelStatistics(), execute)
+    for n in (1, 3, 2, 2):
+        batcher.submit({"x": np.ones((n, 2), np.float32)}, ["y"])
+    execute.answer()
+    assert [inputs["x"].shape[0] for inputs, _ in execute.calls[0][0]] == [3]  # 3 + 2 > 4
+    execute.answer()
+    assert [inputs["x"].shape[0] for inputs, _ in execute.calls[0][0]] == [2, 2]
+
+
+def test_a_request_that_hangs_in_execute_times_out_and_its_late_result_is_dropped():
+    clock, stats, execute = Clock(), ModelStatistics(), ManualRequests()
+    batcher = DynamicBatcher(clock, make_config(), never, stats, execute)
+    hung = outcome(batcher.submit({"x": np.ones((1, 2), np.float32)}, ["y"], timeout_s=0.3))
+    clock.advance(0.29)
+    assert hung == []
+    clock.advance(0.02)
+    assert hung[0].check(RequestTimeout) and "did not finish within 300 ms" in hung[0].value.message
+    assert stats.in_flight == 0 and stats.failure.count == 1
+    execute.answer()  # the model finally returns: nothing fires twice, the instance is free again
+    assert stats.success.count == 0 and batcher.busy == 0
+
+
+def test_other_backends_keep_the_queue_only_timeout():
+    clock = Clock()
+    calls = []
+
+    def execute(inputs, outputs):
+        d: Deferred = Deferred()
+        calls.append(d)
+        return d
+
+    batcher = DynamicBatcher(clock, make_config(backend="onnxruntime"), execute, ModelStatistics())
+    running = outcome(batcher.submit({"x": np.ones((1, 2), np.float32)}, ["y"], timeout_s=0.3))
+    clock.advance(1.0)
+    assert running == []  # a graph runtime's run is not abandoned
+    calls[0].callback(({"y": np.ones((1, 2))}, 10))
+    assert running[0]["y"].shape == (1, 2)
+
+
+# --- the backend itself ------------------------------------------------------------------------------------------
+
+def write_python_model(root: Path, name: str, model: str, config: str | None = None, version: int = 1) -> Path:
+    directory = root / name / str(version)
+    directory.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        (root / name / "config.pbtxt").write_text(dedent(config))
+    path = directory / "model.py"
+    path.write_text(dedent(model))
+    return path
+
+
+def load(root: Path, name: str) -> tuple[ModelConfig, object]:
+    from twinfer.backends.python import PythonBackend
+
+    model_dir = root / name
+    versions = sorted(p for p in model_dir.iterdir() if p.is_dir())
+    config = load_model_config(model_dir, versions[-1] / "model.py")
+    return config, PythonBackend(config, versions[-1] / "model.py", BackendOptions())
+
+
+def test_add_sub_runs_with_triton_args_and_one_instance_per_count(tmp_path):
+    write_python_model(tmp_path, "add_sub", ADD_SUB_MODEL, ADD_SUB_CONFIG)
+    config, backend = load(tmp_path, "add_sub")
+    assert config.backend == "python" and config.instance_count == 2 and config.max_batch_size == 8
+    a, b = np.ones((2, 4), np.float32), np.full((2, 4), 3, np.float32)
+    (result,) = backend.run_requests([({"INPUT0": a, "INPUT1": b}, ["OUTPUT1"])])
+    assert list(result) == ["OUTPUT1"] and np.array_equal(result["OUTPUT1"], a - b)
+    instances = backend._instances
+    assert len(instances) == 2 and instances[0] is not instances[1]
+    assert instances[0].args == {"model_name": "add_sub", "model_version": "1", "model_instance_kind": "CPU"}
+    assert instances[0].model_config["input"][0] == {"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4]}
+    backend.close()
+
+
+def test_each_load_gets_its_own_module(tmp_path):
+    model = '''
+    import triton_python_backend_utils as pb_utils
+    LOADS = []
+
+    class TritonPythonModel:
+        def initialize(self, args):
+            LOADS.append(args["model_version"])
+            self.loads = LOADS
+
+        def execute(self, requests):
+            return [pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x")
+                                                                .as_numpy())]) for r in requests]
+    '''
+    config = 'backend: "python"\ninput [{name: "x" data_type: TYPE_FP32 dims: [2]}]\n' \
+             'output [{name: "y" data_type: TYPE_FP32 dims: [2]}]\n'
+    write_python_model(tmp_path, "m", model, config)
+    _, first = load(tmp_path, "m")
+    _, second = load(tmp_path, "m")
+    assert first._instances[0].loads == ["1"] and second._instances[0].loads == ["1"]  # no shared module state
+    assert first._module_name != second._module_name
+    import sys
+
+    first.close()
+    assert first._module_name not in sys.modules and second._module_name in sys.modules
+    second.close()
+
+
+ECHO_CONFIG = """
+backend: "python"
+max_batch_size: 4
+input [{name: "x" data_type: TYPE_FP32 dims: [1]}]
+output [{name: "y" data_type: TYPE_FP32 dims: [1]}]
+"""
+
+
+@pytest.mark.parametrize("body, error, message", [
+    ("raise RuntimeError('nope')", InferenceFailed, "execute raised RuntimeError: nope"),
+    ("raise pb_utils.TritonModelException('said no')", InferenceFailed, "said no"),
+    ("return []", InferenceFailed, "execute returned 0 responses for 2 requests"),
+    ("return [pb_utils.InferenceResponse(error=pb_utils.TritonError('bad x', pb_utils.TritonError.INVALID_ARG))] * 2",
+     InvalidInput, "bad x"),
+    ("return [pb_utils.InferenceResponse([])] * 2", InferenceFailed, "returned no output 'y'"),
+])
+def test_failures_of_execute_are_typed_per_request(tmp_path, body, error, message):
+    model = f'''
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            {body}
+    '''
+    write_python_model(tmp_path, "m", model, ECHO_CONFIG)
+    _, backend = load(tmp_path, "m")
+    x = np.ones((1, 1), np.float32)
+    results = backend.run_requests([({"x": x}, ["y"]), ({"x": x}, ["y"])])
+    assert len(results) == 2
+    for result in results:
+        assert isinstance(result, error) and message in result.message
+    backend.close()
+
+
+def test_initialize_failure_is_a_load_error_and_finalize_runs(tmp_path):
+    model = '''
+    import pathlib
+
+    class TritonPythonModel:
+        def initialize(self, args):
+            self.name = args["model_instance_name"]
+            self.marker = pathlib.Path(args["model_repository"]) / "finalized"
+            if self.name.endswith("_1"):
+                raise RuntimeError("second instance broke")
+
+        def execute(self, requests):
+            return []
+
+        def finalize(self):
+            with open(self.marker, "a") as f:
+                f.write(self.name + "\\n")
+    '''
+    write_python_model(tmp_path, "m", model, ECHO_CONFIG + "instance_group [{count: 2}]\n")
+    with pytest.raises(ModelLoadError, match="initialize failed: RuntimeError: second instance broke"):
+        load(tmp_path, "m")
+    assert (tmp_path / "m" / "finalized").read_text() == "m_0_0\n"  # the instance that initialized, only
+
+
+def test_a_file_without_triton_python_model_is_refused(tmp_path):
+    write_python_model(tmp_path, "m", "x = 1\n", ECHO_CONFIG)
+    with pytest.raises(ModelLoadError, match="no class TritonPythonModel"):
+        load(tmp_path, "m")
+
+
+AUTO_COMPLETE_MODEL = '''
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config):
+        auto_complete_model_config.add_input({"name": "IN", "data_type": "TYPE_FP32", "dims": [4]})
+        auto_complete_model_config.add_output({"name": "OUT", "data_type": "TYPE_STRING", "dims": [-1]})
+        auto_complete_model_config.set_max_batch_size(16)
+        auto_complete_model_config.set_dynamic_batching()
+        return auto_complete_model_config
+
+    def execute(self, requests):
+        return []
+'''
+
+
+def test_auto_complete_config_fills_in_a_minimal_config(tmp_path):
+    path = write_python_model(tmp_path, "auto", AUTO_COMPLETE_MODEL, 'backend: "python"\n')
+    config = load_model_config(tmp_path / "auto", path)
+    assert config.max_batch_size == 16 and config.dynamic_batching is not None
+    assert [(t.name, t.datatype, t.dims) for t in config.inputs] == [("IN", "FP32", (4,))]
+    assert [(t.name, t.datatype, t.dims) for t in config.outputs] == [("OUT", "BYTES", (-1,))]
+
+
+def test_auto_complete_config_that_contradicts_the_config_is_refused(tmp_path):
+    config = 'backend: "python"\ninput [{name: "IN" data_type: TYPE_INT32 dims: [4]}]\n'
+    path = write_python_model(tmp_path, "auto", AUTO_COMPLETE_MODEL, config)
+    with pytest.raises(ConfigError, match="expects datatype TYPE_INT32 for input 'IN'"):
+        load_model_config(tmp_path / "auto", path)
+
+
+# --- ensemble configs --------------------------------------------------------------------------------------------
+
+def test_ensemble_config_from_pbtxt_and_yaml_agree(tmp_path):
+    (tmp_path / "pipeline" / "1").mkdir(parents=True)
+    (tmp_path / "pipeline" / "config.pbtxt").write_text(PIPELINE_CONFIG)
+    from_pbtxt = load_model_config(tmp_path / "pipeline", None)
+    (tmp_path / "pipeline" / "config.pbtxt").unlink()
+    (tmp_path / "pipeline" / "config.yaml").write_text(dedent("""
+        platform: ensemble
+        max_batch_size: 8
+        dynamic_batching: false  # Triton's default scheduler, as config.pbtxt without dynamic_batching
+        inputs: [{name: IMAGE, datatype: FP32, dims: [16]}]
+        outputs: [{name: FEATURES, datatype: FP32, dims: [16]}]
+        ensemble_scheduling:
+          step:
+            - {model_name: scale, model_version: -1, input_map: {RAW: IMAGE}, output_map: {SCALED: preprocessed}}
+            - {model_name: tiny, input_map: {INPUT0: preprocessed}, output_map: {OUTPUT0: FEATURES}}
+    """))
+    from_yaml = load_model_config(tmp_path / "pipeline", None)
+    assert from_pbtxt == from_yaml and from_pbtxt.backend == "ensemble"
+    assert [s.model_name for s in from_pbtxt.ensemble_scheduling.step] == ["scale", "tiny"]
+    check_graph(from_pbtxt)
+
+
+def test_ensemble_needs_its_scheduling(tmp_path):
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "config.yaml").write_text("platform: ensemble\ninputs: [{name: A, datatype: FP32, dims: [1]}]\n"
+                                               "outputs: [{name: B, datatype: FP32, dims: [1]}]\n")
+    with pytest.raises(ConfigError, match="needs ensemble_scheduling"):
+        load_model_config(tmp_path / "e", None)
+
+
+def ensemble(steps: list[dict]) -> ModelConfig:
+    return ModelConfig.model_validate({
+        "name": "e", "backend": "ensemble",
+        "inputs": [{"name": "A", "datatype": "FP32", "dims": [1]}],
+        "outputs": [{"name": "B", "datatype": "FP32", "dims": [1]}],
+        "ensemble_scheduling": {"step": steps},
+    })
+
+
+@pytest.mark.parametrize("steps, message", [
+    ([{"model_name": "m", "input_map": {"x": "nowhere"}, "output_map": {"y": "B"}}], "reads 'nowhere'"),
+    ([{"model_name": "m", "input_map": {"x": "A"}, "output_map": {"y": "C"}}], "no step writes the output 'B'"),
+    ([{"model_name": "m", "input_map": {"x": "A"}, "output_map": {"y": "B"}},
+      {"model_name": "n", "input_map": {"x": "A"}, "output_map": {"y": "B"}}], "'B' is written twice"),
+    ([{"model_name": "m", "input_map": {"x": "C"}, "output_map": {"y": "D"}},
+      {"model_name": "n", "input_map": {"x": "D"}, "output_map": {"y": "C"}},
+      {"model_name": "o", "input_map": {"x": "A"}, "output_map": {"y": "B"}}], "a cycle"),
+    ([{"model_name": "e", "input_map": {"x": "A"}, "output_map": {"y": "B"}}], "calls the ensemble itself"),
+])
+def test_bad_ensemble_graphs_are_refused(steps, message):
+    with pytest.raises(ModelLoadError, match=message):
+        check_graph(ensemble(steps))
+
+
+def test_json_config_the_model_sees_is_tritons_shape():
+    from twinfer.backends.python import triton_model_config
+
+    config = make_config(outputs=(TensorConfig(name="y", datatype="BYTES", dims=(-1,)),), parameters={"k": "v"})
+    seen = json.loads(json.dumps(triton_model_config(config)))
+    assert seen["output"] == [{"name": "y", "data_type": "TYPE_STRING", "dims": [-1]}]
+    assert seen["parameters"] == {"k": {"string_value": "v"}} and seen["max_batch_size"] == 8
