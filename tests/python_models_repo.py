@@ -136,6 +136,37 @@ class TritonPythonModel:
         return responses
 '''
 
+# Triton's BLS example shape: the model to call comes in a BYTES input (so its name arrives as bytes), and the
+# called model's output tensors are passed through as they are.
+BLS_BY_NAME_CONFIG = """
+name: "bls_by_name"
+backend: "python"
+input [ { name: "MODEL_NAME" data_type: TYPE_STRING dims: [ 1 ] },
+        { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
+instance_group [ { kind: KIND_CPU } ]
+"""
+
+BLS_BY_NAME_MODEL = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            in_0 = pb_utils.get_input_tensor_by_name(request, "INPUT0")
+            in_1 = pb_utils.get_input_tensor_by_name(request, "INPUT1")
+            model_name = pb_utils.get_input_tensor_by_name(request, "MODEL_NAME").as_numpy()[0]
+            infer_request = pb_utils.InferenceRequest(
+                model_name=model_name, requested_output_names=["OUTPUT0", "OUTPUT1"], inputs=[in_0, in_1])
+            infer_response = infer_request.exec()
+            if infer_response.has_error():
+                raise pb_utils.TritonModelException(infer_response.error().message())
+            responses.append(pb_utils.InferenceResponse(output_tensors=infer_response.output_tensors()))
+        return responses
+'''
+
 STRINGS_CONFIG = """
 name: "strings"
 backend: "python"
@@ -357,6 +388,10 @@ def build_python_repository(root: Path) -> Path:
     write_model(root, "bls", BLS_CONFIG, BLS_MODEL)
     write_model(root, "bls_async", BLS_CONFIG.replace('"bls"', '"bls_async"'), BLS_ASYNC_MODEL)
     write_model(root, "strings", STRINGS_CONFIG, STRINGS_MODEL)
+    add_sub_unbatched = ADD_SUB_CONFIG.replace('"add_sub"', '"add_sub_unbatched"').replace("max_batch_size: 8",
+                                                                                          "max_batch_size: 0")
+    write_model(root, "add_sub_unbatched", add_sub_unbatched.replace("dynamic_batching { }", ""), ADD_SUB_MODEL)
+    write_model(root, "bls_by_name", BLS_BY_NAME_CONFIG, BLS_BY_NAME_MODEL)
     write_model(root, "raiser", SIMPLE_CONFIG.format(name="raiser", batching=""), RAISER_MODEL)
     write_model(root, "picky", SIMPLE_CONFIG.format(name="picky", batching=""), PICKY_MODEL)
     write_model(root, "sleepy", SIMPLE_CONFIG.format(

@@ -292,3 +292,19 @@ def test_twinfer_models_and_the_repository_index_list_them(served):
     assert rows["orphan"][0] == "UNAVAILABLE" and "step model 'not_there'" in rows["orphan"][2]
     index = {m["name"]: m for m in httpclient.InferenceServerClient(server.http).get_model_repository_index()}
     assert index["orphan"]["state"] == "UNAVAILABLE" and index["bls"]["state"] == "READY"
+
+
+def test_bls_with_the_model_name_from_a_bytes_input(served):
+    server, _, _ = served
+    a, b = np.arange(4, dtype=np.float32), np.ones(4, np.float32)
+    http = httpclient.InferenceServerClient(server.http)
+
+    def call(name: bytes):
+        return http.infer("bls_by_name", [_http_input("MODEL_NAME", np.array([name], np.object_), "BYTES"),
+                                          _http_input("INPUT0", a, "FP32"), _http_input("INPUT1", b, "FP32")])
+
+    result = call(b"add_sub_unbatched")
+    np.testing.assert_allclose(result.as_numpy("OUTPUT0"), a + b)
+    np.testing.assert_allclose(result.as_numpy("OUTPUT1"), a - b)
+    with pytest.raises(InferenceServerException, match="unknown model 'undefined_model'"):
+        call(b"undefined_model")

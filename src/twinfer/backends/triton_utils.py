@@ -199,8 +199,9 @@ class InferenceRequest:
                  inputs: list[Tensor] | None = None, model_version: int = -1, request_id: str = "",
                  correlation_id: int | str = 0, flags: int = 0, timeout: int = 0, parameters: Any = None,
                  **_ignored: Any) -> None:
-        self.model_name = model_name
-        self.model_version = model_version
+        # A name read from a BYTES input is bytes (`as_numpy()[0]`); Triton takes it as the string it holds.
+        self.model_name = model_name.decode("utf-8") if isinstance(model_name, bytes) else str(model_name)
+        self.model_version = int(model_version)
         self._requested = list(requested_output_names or [])
         self._inputs = list(inputs or [])
         self._request_id = request_id
