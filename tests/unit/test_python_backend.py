@@ -342,3 +342,42 @@ def test_json_config_the_model_sees_is_tritons_shape():
     seen = json.loads(json.dumps(triton_model_config(config)))
     assert seen["output"] == [{"name": "y", "data_type": "TYPE_STRING", "dims": [-1]}]
     assert seen["parameters"] == {"k": {"string_value": "v"}} and seen["max_batch_size"] == 8
+
+
+def test_inputs_are_the_models_own_writable_copies(tmp_path):
+    """Triton's inputs are writable: a model that scales in place must work on a read-only wire buffer, and must
+    not change the array the caller (or another ensemble step) still holds."""
+    model = '''
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            out = []
+            for r in requests:
+                x = pb_utils.get_input_tensor_by_name(r, "x").as_numpy()
+                x *= 2
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x)]))
+            return out
+    '''
+    write_python_model(tmp_path, "m", model, ECHO_CONFIG)
+    _, backend = load(tmp_path, "m")
+    wire = np.frombuffer(np.array([[3.0]], np.float32).tobytes(), np.float32).reshape(1, 1)
+    assert not wire.flags.writeable
+    shared = np.array([[5.0]], np.float32)
+    first, second = backend.run_requests([({"x": wire}, ["y"]), ({"x": shared}, ["y"])])
+    assert first["y"][0, 0] == 6.0 and second["y"][0, 0] == 10.0
+    assert wire[0, 0] == 3.0 and shared[0, 0] == 5.0
+    backend.close()
+
+
+def test_dlpack_round_trip_with_torch():
+    torch = pytest.importorskip("torch")
+    from twinfer.backends import triton_utils as pb_utils
+
+    wire = np.frombuffer(np.arange(4, dtype=np.float32).tobytes(), np.float32)
+    tensor = pb_utils.Tensor._of_request("x", wire)
+    as_torch = torch.utils.dlpack.from_dlpack(tensor.to_dlpack())
+    assert as_torch.tolist() == [0.0, 1.0, 2.0, 3.0]
+    back = pb_utils.Tensor.from_dlpack("y", torch.utils.dlpack.to_dlpack(as_torch * 2))
+    assert back.name() == "y" and back.as_numpy().tolist() == [0.0, 2.0, 4.0, 6.0]
+    assert pb_utils.Tensor.from_dlpack("z", torch.ones(2)).as_numpy().tolist() == [1.0, 1.0]

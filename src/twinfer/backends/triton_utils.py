@@ -133,7 +133,7 @@ class TritonModelException(Exception):
 class Tensor:
     """A named numpy array. BYTES tensors are object arrays (str/bytes numpy arrays are converted to that)."""
 
-    __slots__ = ("_name", "_array")
+    __slots__ = ("_name", "_array", "_shared")
 
     def __init__(self, name: str, array: Any) -> None:
         array = np.asarray(array)
@@ -141,11 +141,24 @@ class Tensor:
             array = array.astype(np.object_)
         self._name = name
         self._array = array
+        self._shared = False
+
+    @classmethod
+    def _of_request(cls, name: str, array: np.ndarray) -> Tensor:
+        """A request's input: the array may be the wire buffer (read-only) or another step's tensor that other
+        steps read too, so the model gets its own copy the first time it asks (Triton's inputs are writable and
+        private to the request as well)."""
+        tensor = cls(name, array)
+        tensor._shared = True
+        return tensor
 
     def name(self) -> str:
         return self._name
 
     def as_numpy(self) -> np.ndarray:
+        if self._shared:
+            self._array = np.array(self._array, copy=True)
+            self._shared = False
         return self._array
 
     def shape(self) -> list[int]:
@@ -158,11 +171,17 @@ class Tensor:
         return True
 
     def to_dlpack(self) -> Any:
-        return self._array.__dlpack__()
+        return self.as_numpy().__dlpack__()
 
     @staticmethod
     def from_dlpack(name: str, capsule: Any) -> Tensor:
-        return Tensor(name, np.from_dlpack(capsule))
+        """From an object with `__dlpack__` (a torch/jax/cupy CPU tensor) or a DLPack capsule (torch's
+        `to_dlpack`); the capsule form goes through torch, which made it."""
+        if hasattr(capsule, "__dlpack__"):
+            return Tensor(name, np.from_dlpack(capsule))
+        import torch
+
+        return Tensor(name, torch.from_dlpack(capsule).numpy())
 
     def __repr__(self) -> str:
         return f"Tensor({self._name!r}, shape={self.shape()}, dtype={self._array.dtype})"
