@@ -373,6 +373,35 @@ class TritonPythonModel:
 '''
 
 
+# Custom metrics as in python_backend's custom_metrics example: a counter, a gauge and a histogram.
+COUNTED_MODEL = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        labels = {"model": args["model_name"], "version": args["model_version"]}
+        self.requests = pb_utils.MetricFamily(name="counted_requests", description="requests seen",
+                                              kind=pb_utils.MetricFamily.COUNTER).Metric(labels=labels)
+        self.last = pb_utils.MetricFamily(name="counted_last_value", description="last X",
+                                          kind=pb_utils.MetricFamily.GAUGE).Metric(labels=labels)
+        self.sizes = pb_utils.MetricFamily(name="counted_x", description="X values",
+                                           kind=pb_utils.MetricFamily.HISTOGRAM).Metric(labels=labels,
+                                                                                        buckets=[1.0, 10.0])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            self.requests.increment(1)
+            self.last.set(float(x.ravel()[-1]))
+            for value in x.ravel():
+                self.sizes.observe(float(value))
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x)]))
+        return responses
+'''
+
+
 def write_model(root: Path, name: str, config: str, model: str | None, config_name: str = "config.pbtxt") -> None:
     version = root / name / "1"
     version.mkdir(parents=True)
@@ -392,6 +421,7 @@ def build_python_repository(root: Path) -> Path:
                                                                                           "max_batch_size: 0")
     write_model(root, "add_sub_unbatched", add_sub_unbatched.replace("dynamic_batching { }", ""), ADD_SUB_MODEL)
     write_model(root, "bls_by_name", BLS_BY_NAME_CONFIG, BLS_BY_NAME_MODEL)
+    write_model(root, "counted", SIMPLE_CONFIG.format(name="counted", batching=""), COUNTED_MODEL)
     write_model(root, "raiser", SIMPLE_CONFIG.format(name="raiser", batching=""), RAISER_MODEL)
     write_model(root, "picky", SIMPLE_CONFIG.format(name="picky", batching=""), PICKY_MODEL)
     write_model(root, "sleepy", SIMPLE_CONFIG.format(

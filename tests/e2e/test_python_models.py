@@ -308,3 +308,21 @@ def test_bls_with_the_model_name_from_a_bytes_input(served):
     np.testing.assert_allclose(result.as_numpy("OUTPUT1"), a - b)
     with pytest.raises(InferenceServerException, match="unknown model 'undefined_model'"):
         call(b"undefined_model")
+
+
+def test_custom_metrics_of_a_python_model_are_on_metrics(served):
+    import urllib.request
+
+    server, _, _ = served
+    http = httpclient.InferenceServerClient(server.http)
+    for value in (0.5, 5.0, 50.0):
+        http.infer("counted", [_http_input("X", np.array([[value]], np.float32), "FP32")])
+    with urllib.request.urlopen(f"http://{server.http}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    labels = 'model="counted",version="1"'
+    assert "# TYPE counted_requests_total counter" in text
+    assert f"counted_requests_total{{{labels}}} 3.0" in text
+    assert f"counted_last_value{{{labels}}} 50.0" in text
+    assert f'counted_x_bucket{{le="1.0",{labels}}} 1.0' in text
+    assert f'counted_x_bucket{{le="10.0",{labels}}} 2.0' in text
+    assert f'counted_x_bucket{{le="+Inf",{labels}}} 3.0' in text and f"counted_x_sum{{{labels}}} 55.5" in text

@@ -381,3 +381,23 @@ def test_dlpack_round_trip_with_torch():
     back = pb_utils.Tensor.from_dlpack("y", torch.utils.dlpack.to_dlpack(as_torch * 2))
     assert back.name() == "y" and back.as_numpy().tolist() == [0.0, 2.0, 4.0, 6.0]
     assert pb_utils.Tensor.from_dlpack("z", torch.ones(2)).as_numpy().tolist() == [1.0, 1.0]
+
+
+def test_metric_families_follow_tritons_rules():
+    from twinfer.backends import triton_utils as pb_utils
+
+    counter = pb_utils.MetricFamily("unit_requests", "d", pb_utils.MetricFamily.COUNTER)
+    metric = counter.Metric(labels={"model": "m"})
+    metric.increment(2)
+    assert pb_utils.MetricFamily("unit_requests", "d", pb_utils.MetricFamily.COUNTER).Metric(
+        labels={"model": "m"}).value() == 2  # same name, same labels: the same metric
+    with pytest.raises(pb_utils.TritonModelException, match="cannot be decremented"):
+        metric.increment(-1)
+    with pytest.raises(pb_utils.TritonModelException, match="set\\(\\) is for gauges"):
+        metric.set(5)
+    with pytest.raises(pb_utils.TritonModelException, match="already exists as a counter"):
+        pb_utils.MetricFamily("unit_requests", "d", pb_utils.MetricFamily.GAUGE)
+    with pytest.raises(pb_utils.TritonModelException, match="needs buckets"):
+        pb_utils.MetricFamily("unit_sizes", "d", pb_utils.MetricFamily.HISTOGRAM).Metric(labels={})
+    with pytest.raises(pb_utils.TritonModelException, match="server's own"):
+        pb_utils.MetricFamily("twinfer_fake", "d", pb_utils.MetricFamily.GAUGE)
