@@ -187,6 +187,10 @@ def test_ensemble_over_http_and_grpc(served):
     out = grpc.infer("pipeline", [_grpc_input("IMAGE", x, "FP32")]).as_numpy("FEATURES")
     np.testing.assert_allclose(out, tiny(x * 0.5), rtol=1e-5, atol=1e-6)
     assert http.get_model_metadata("pipeline")["platform"] == "ensemble"
+    config = grpc.get_model_config("pipeline", as_json=True)["config"]
+    assert config["platform"] == "ensemble" and "instance_group" not in config
+    assert [s["model_name"] for s in config["ensemble_scheduling"]["step"]] == ["scale", "tiny"]
+    assert config["ensemble_scheduling"]["step"][0]["output_map"] == {"SCALED": "preprocessed"}
     stats = http.get_inference_statistics("scale")["model_stats"][0]
     assert int(stats["inference_count"]) >= 8  # the step ran as the scale model's own traffic
 

@@ -401,3 +401,62 @@ def test_metric_families_follow_tritons_rules():
         pb_utils.MetricFamily("unit_sizes", "d", pb_utils.MetricFamily.HISTOGRAM).Metric(labels={})
     with pytest.raises(pb_utils.TritonModelException, match="server's own"):
         pb_utils.MetricFamily("twinfer_fake", "d", pb_utils.MetricFamily.GAUGE)
+
+
+def test_helper_modules_beside_model_py_do_not_leak_between_models(tmp_path):
+    model = '''
+    import helpers
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            return [pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x")
+                                                                .as_numpy() * helpers.FACTOR)]) for r in requests]
+    '''
+    for name, factor in (("a", 2), ("b", 3)):
+        path = write_python_model(tmp_path, name, model, ECHO_CONFIG)
+        (path.parent / "helpers.py").write_text(f"FACTOR = {factor}\n")
+    _, a = load(tmp_path, "a")
+    _, b = load(tmp_path, "b")
+    x = np.ones((1, 1), np.float32)
+    assert a.run_requests([({"x": x}, ["y"])])[0]["y"][0, 0] == 2
+    assert b.run_requests([({"x": x}, ["y"])])[0]["y"][0, 0] == 3  # its own helpers.py, not a's
+    import sys
+
+    assert "helpers" not in sys.modules
+    a.close()
+    b.close()
+
+
+def test_optional_inputs_may_be_left_out(tmp_path):
+    from twinfer.errors import InvalidInput as Invalid
+    from twinfer.inference.validation import validate_inputs
+
+    config = ('backend: "python"\ninput [{name: "x" data_type: TYPE_FP32 dims: [1]},'
+              ' {name: "bias" data_type: TYPE_FP32 dims: [1] optional: true}]\n'
+              'output [{name: "y" data_type: TYPE_FP32 dims: [1]}]\n')
+    model = '''
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            out = []
+            for r in requests:
+                x = pb_utils.get_input_tensor_by_name(r, "x").as_numpy()
+                bias = pb_utils.get_input_tensor_by_name(r, "bias")
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x + (0 if bias is None else
+                                                                                 bias.as_numpy()))]))
+            return out
+    '''
+    write_python_model(tmp_path, "m", model, config)
+    loaded, backend = load(tmp_path, "m")
+    assert loaded.input("bias").optional and not loaded.input("x").optional
+    x = np.ones(1, np.float32)
+    alone = validate_inputs(loaded, {"x": x})
+    assert list(alone) == ["x"]
+    with pytest.raises(Invalid, match="missing input 'x'"):
+        validate_inputs(loaded, {"bias": x})
+    (without,) = backend.run_requests([(alone, ["y"])])
+    (with_bias,) = backend.run_requests([({"x": x, "bias": x * 4}, ["y"])])
+    assert without["y"][0] == 1 and with_bias["y"][0] == 5
+    backend.close()

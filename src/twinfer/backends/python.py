@@ -36,32 +36,40 @@ from twinfer.inference.model_config import ModelConfig
 sys.modules.setdefault("triton_python_backend_utils", pb_utils)
 
 _load_counter = itertools.count(1)
+_import_lock = threading.Lock()
 Request = tuple[dict[str, np.ndarray], list[str]]
 
 
 def import_model_file(model_name: str, model_file: Path) -> ModuleType:
-    """Import `model_file` as a fresh module; its own directory's helper modules are importable while it loads,
-    like in Triton, where the version directory is on the stub's path."""
+    """Import `model_file` as a fresh module. Helper modules beside it (`import utils` in model.py) are importable
+    while it loads, and are then dropped from `sys.modules` (the model keeps its references), so two models' or two
+    versions' `utils.py` never stand in for each other; Triton gets the same from a process per model."""
     tag = re.sub(r"\W", "_", f"{model_name}_v{model_file.parent.name}")
     module_name = f"twinfer_python_model_{tag}_{next(_load_counter)}"
     spec = importlib.util.spec_from_file_location(module_name, model_file)
     if spec is None or spec.loader is None:
         raise ModelLoadError(f"model {model_name!r}: cannot import {model_file}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    directory = str(model_file.parent)
-    sys.path.insert(0, directory)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(module_name, None)
-        raise ModelLoadError(f"model {model_name!r}: importing {model_file} failed: {type(exc).__name__}: {exc}") \
-            from exc
-    finally:
+    directory = model_file.parent.resolve()
+    with _import_lock:  # sys.path and sys.modules are process-wide; models load on several threads
+        before = set(sys.modules)
+        sys.modules[module_name] = module
+        sys.path.insert(0, str(directory))
         try:
-            sys.path.remove(directory)
-        except ValueError:
-            pass
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(module_name, None)
+            raise ModelLoadError(f"model {model_name!r}: importing {model_file} failed: {type(exc).__name__}: "
+                                 f"{exc}") from exc
+        finally:
+            try:
+                sys.path.remove(str(directory))
+            except ValueError:
+                pass
+            for name in set(sys.modules) - before - {module_name}:
+                file = getattr(sys.modules.get(name), "__file__", None)
+                if file and Path(file).resolve().is_relative_to(directory):
+                    del sys.modules[name]
     return module
 
 
@@ -71,7 +79,10 @@ def triton_model_config(config: ModelConfig) -> dict[str, Any]:
 
     def tensor(t: Any) -> dict[str, Any]:
         data_type = "TYPE_STRING" if t.datatype == "BYTES" else f"TYPE_{t.datatype}"
-        return {"name": t.name, "data_type": data_type, "dims": list(t.dims)}
+        out = {"name": t.name, "data_type": data_type, "dims": list(t.dims)}
+        if t.optional:
+            out["optional"] = True
+        return out
 
     out: dict[str, Any] = {
         "name": config.name, "backend": "python", "platform": "", "max_batch_size": config.max_batch_size,
@@ -225,6 +236,8 @@ def auto_complete(partial: dict[str, Any], model_file: Path) -> dict[str, Any]:
                 out["data_type"] = "TYPE_STRING" if t["datatype"] == "BYTES" else f"TYPE_{t['datatype']}"
             if "dims" in t:
                 out["dims"] = list(t["dims"])
+            if t.get("optional"):
+                out["optional"] = True
             return out
 
         triton = {"name": name, "backend": "python", "max_batch_size": partial.get("max_batch_size", 0),
@@ -245,6 +258,8 @@ def auto_complete(partial: dict[str, Any], model_file: Path) -> dict[str, Any]:
             out["dims"] = [int(d) for d in t["dims"]]
         if datatype != "INVALID":
             out["datatype"] = "BYTES" if datatype == "STRING" else datatype
+        if t.get("optional"):
+            out["optional"] = True
         return out
 
     done = dict(partial)

@@ -181,6 +181,8 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
             entry["datatype"] = "BYTES" if datatype == "STRING" else datatype
         if t.dims:  # `reshape` is ignored: the backend feeds the model the shape the client sent
             entry["dims"] = list(t.dims)
+        if not is_output and t.optional:
+            entry["optional"] = True
         labels = (inside_model_dir(path.parent, t.label_filename, f"output {t.name!r} label_filename", path)
                   if is_output and t.label_filename else None)
         if labels is not None and labels.is_file():

@@ -24,6 +24,7 @@ class TensorConfig(_Strict):
     datatype: str
     dims: tuple[int, ...]
     labels: tuple[str, ...] | None = None
+    optional: bool = False  # an input a request may leave out (Triton's `optional: true`)
 
     @field_validator("datatype")
     @classmethod
