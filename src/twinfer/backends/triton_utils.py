@@ -356,8 +356,16 @@ class Logger:
 
     @classmethod
     def log(cls, message: str, level: LogLevel = LogLevel.INFO) -> None:
-        {LogLevel.INFO: cls._log.info, LogLevel.WARNING: cls._log.warn, LogLevel.ERROR: cls._log.error,
-         LogLevel.VERBOSE: cls._log.debug}[LogLevel(level)]("{message}", message=message)
+        """Emitted on the reactor thread when one is running (the log observers are not meant for threads)."""
+        emit = {LogLevel.INFO: cls._log.info, LogLevel.WARNING: cls._log.warn, LogLevel.ERROR: cls._log.error,
+                LogLevel.VERBOSE: cls._log.debug}[LogLevel(level)]
+        caller = getattr(_local, "caller", None)
+        from twisted.python.threadable import isInIOThread
+
+        if caller is not None and not isInIOThread() and getattr(caller.reactor, "running", False):
+            caller.reactor.callFromThread(emit, "{message}", message=str(message))
+        else:
+            emit("{message}", message=str(message))
 
     @classmethod
     def log_info(cls, message: str) -> None:
