@@ -182,7 +182,8 @@ def direct_execute(model_file: Path, seconds: float) -> tuple[float, float, floa
     stop = time.perf_counter() + seconds
     while time.perf_counter() < stop:
         t = time.perf_counter()
-        model.execute([pb_utils.InferenceRequest("identity", ["OUTPUT0"], [pb_utils.Tensor("INPUT0", X)])])
+        model.execute([pb_utils.InferenceRequest(model_name="identity", requested_output_names=["OUTPUT0"],
+                                                 inputs=[pb_utils.Tensor("INPUT0", X)])])
         latencies.append(time.perf_counter() - t)
     return (len(latencies) / seconds, *percentiles_ms(latencies))
 

@@ -151,9 +151,9 @@ class PythonBackend:
         """One `execute` call for the batch; one result per request. Blocking: on an instance thread."""
         instance = self._idle.get()  # the batcher runs at most instance_count batches, so one is always idle
         try:
-            wrapped = [pb_utils.InferenceRequest(self.name, outputs,
-                                                 [pb_utils.Tensor._of_request(n, a) for n, a in inputs.items()])
-                       for inputs, outputs in requests]
+            wrapped = [pb_utils.InferenceRequest(
+                model_name=self.name, requested_output_names=outputs,
+                inputs=[pb_utils.Tensor._of_request(n, a) for n, a in inputs.items()]) for inputs, outputs in requests]
             try:
                 with pb_utils.bound_caller(self._caller):
                     responses = self._await(instance.execute(wrapped))

@@ -214,10 +214,10 @@ class InferenceRequest:
     `exec()` blocks the instance thread until it finishes, `await async_exec()` lets an `async def execute` run
     several at once. Errors come back in the response (`has_error()`), as in Triton, never raised."""
 
-    def __init__(self, model_name: str = "", requested_output_names: list[str] | None = None,
-                 inputs: list[Tensor] | None = None, model_version: int = -1, request_id: str = "",
-                 correlation_id: int | str = 0, flags: int = 0, timeout: int = 0, parameters: Any = None,
-                 **_ignored: Any) -> None:
+    def __init__(self, request_id: str = "", correlation_id: int | str = 0, inputs: list[Tensor] | None = None,
+                 requested_output_names: list[str] | None = None, model_name: str = "", model_version: int = -1,
+                 flags: int = 0, timeout: int = 0, preferred_memory: Any = None, trace: Any = None,
+                 parameters: Any = None) -> None:  # Triton's parameter order (models pass them by name)
         # A name read from a BYTES input is bytes (`as_numpy()[0]`); Triton takes it as the string it holds.
         self.model_name = model_name.decode("utf-8") if isinstance(model_name, bytes) else str(model_name)
         self.model_version = int(model_version)
