@@ -460,3 +460,22 @@ def test_optional_inputs_may_be_left_out(tmp_path):
     (with_bias,) = backend.run_requests([({"x": x, "bias": x * 4}, ["y"])])
     assert without["y"][0] == 1 and with_bias["y"][0] == 5
     backend.close()
+
+
+def test_a_python_model_configured_in_config_yaml(tmp_path):
+    path = write_python_model(tmp_path, "m", ADD_SUB_MODEL)
+    (tmp_path / "m" / "config.yaml").write_text(dedent("""
+        backend: python
+        max_batch_size: 4
+        instance_count: 3
+        inputs: [{name: INPUT0, datatype: FP32, dims: [4]}, {name: INPUT1, datatype: FP32, dims: [4]}]
+        outputs: [{name: OUTPUT0, datatype: FP32, dims: [4]}, {name: OUTPUT1, datatype: FP32, dims: [4]}]
+    """))
+    from twinfer.backends.python import PythonBackend
+
+    config = load_model_config(tmp_path / "m", path)
+    backend = PythonBackend(config, path, BackendOptions())
+    assert len(backend._instances) == 3 and config.dynamic_batching is not None
+    a = np.ones((2, 4), np.float32)
+    assert np.array_equal(backend.run({"INPUT0": a, "INPUT1": a}, ["OUTPUT0"])["OUTPUT0"], a * 2)
+    backend.close()
