@@ -7,7 +7,8 @@ and BLS calls with `exec()` / `await async_exec()`), `InferenceResponse`, `Trito
 `Logger`, the config helpers and the datatype tables. Tensors are plain numpy arrays (BYTES = object arrays of
 `bytes`), nothing is copied through shared memory and nothing is pickled.
 
-BLS calls go through the facade (`ModelCaller`) of the server that loaded the calling model: the backend binds it
+The errors, `ModelConfig` (auto_complete_config) and the custom metrics live in the triton_* modules beside this
+one and are exported from here. BLS calls go through the facade (`ModelCaller`) of the server that loaded the calling model: the backend binds it
 to the instance thread while `initialize`/`execute`/`finalize` run (`bound_caller`).
 """
 
@@ -25,6 +26,9 @@ from typing import Any
 import numpy as np
 from twisted.logger import Logger as _TwistedLogger
 
+from twinfer.backends.triton_errors import TritonError, TritonModelException
+from twinfer.backends.triton_metrics import Metric, MetricFamily
+from twinfer.backends.triton_model_config import ModelConfig
 from twinfer.inference.caller import ModelCaller
 
 _local = threading.local()
@@ -98,34 +102,6 @@ def deserialize_bytes_tensor(encoded_tensor: bytes) -> np.ndarray:
         items.append(bytes(view[offset:offset + length]))
         offset += length
     return np.array(items, dtype=np.object_)
-
-
-# --- errors -------------------------------------------------------------------------------------------------------
-
-class TritonError:
-    """An error a model puts in an InferenceResponse (that request alone fails) or a BLS response carries."""
-
-    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
-
-    def __init__(self, message: str, code: int = INTERNAL) -> None:
-        self._message = str(message)
-        self._code = code
-
-    def message(self) -> str:
-        return self._message
-
-    def code(self) -> int:
-        return self._code
-
-    def __repr__(self) -> str:
-        return f"TritonError({self._message!r})"
-
-
-class TritonModelException(Exception):
-    """Raised by a model (or by this module) to fail the requests of the current `execute` call."""
-
-    def message(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 # --- tensors, requests, responses ---------------------------------------------------------------------------------
@@ -389,109 +365,11 @@ TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
 
 
-class ModelConfig:
-    """What `TritonPythonModel.auto_complete_config(auto_complete_model_config)` receives and returns: the
-    model's configuration as Triton's JSON, which the model may complete (batch size, dynamic batching, inputs,
-    outputs) when config.pbtxt leaves them out. Additions must agree with what the configuration already says."""
 
-    def __init__(self, model_config: str | dict[str, Any]) -> None:
-        self._model_config = json.loads(model_config) if isinstance(model_config, str) else model_config
-        self._model_config.setdefault("input", [])
-        self._model_config.setdefault("output", [])
-        self._model_config.setdefault("max_batch_size", 0)
-
-    def as_dict(self) -> dict[str, Any]:
-        return self._model_config
-
-    def set_max_batch_size(self, max_batch_size: int) -> None:
-        current = self._model_config["max_batch_size"]
-        if current > max_batch_size:
-            raise ValueError(f"configuration specified max_batch_size {current}, but auto_complete_config of "
-                             f"model {self._model_config.get('name')!r} specified max_batch_size {max_batch_size}")
-        self._model_config["max_batch_size"] = max_batch_size
-
-    def set_dynamic_batching(self) -> None:
-        for scheduler in ("sequence_batching", "ensemble_scheduling"):
-            if scheduler in self._model_config:
-                raise ValueError(f"configuration specified {scheduler}, but auto_complete_config of model "
-                                 f"{self._model_config.get('name')!r} sets dynamic_batching")
-        self._model_config.setdefault("dynamic_batching", {})
-
-    def set_model_transaction_policy(self, transaction_policy: dict[str, Any]) -> None:
-        if transaction_policy.get("decoupled"):
-            raise ValueError("decoupled models are not supported by twinfer's python backend")
-        self._model_config["model_transaction_policy"] = dict(transaction_policy)
-
-    def add_input(self, input: dict[str, Any]) -> None:  # noqa: A002 - Triton's parameter name
-        self._add("input", input, ("name", "data_type", "dims", "optional"))
-
-    def add_output(self, output: dict[str, Any]) -> None:
-        self._add("output", output, ("name", "data_type", "dims"))
-
-    def _add(self, kind: str, tensor: dict[str, Any], allowed: tuple[str, ...]) -> None:
-        model = self._model_config.get("name")
-        extra = set(tensor) - set(allowed)
-        if extra:
-            raise ValueError(f"{kind} {tensor.get('name')!r} of model {model!r}: unknown properties {sorted(extra)}")
-        for key in ("name", "data_type", "dims"):
-            if key not in tensor:
-                raise ValueError(f"{kind} {tensor.get('name')!r} of model {model!r} is missing {key!r}")
-        for current in self._model_config[kind]:
-            if current["name"] != tensor["name"]:
-                continue
-            if current.get("data_type", "TYPE_INVALID") not in ("TYPE_INVALID", tensor["data_type"]):
-                raise ValueError(f"model {model!r}: configuration expects datatype {current['data_type']} for "
-                                 f"{kind} {tensor['name']!r}, the model provides {tensor['data_type']}")
-            if current.get("dims") and list(current["dims"]) != list(tensor["dims"]):
-                raise ValueError(f"model {model!r}, tensor {tensor['name']!r}: the model expects dims "
-                                 f"{list(tensor['dims'])} but the configuration specifies {list(current['dims'])}")
-            current.update(tensor)
-            return
-        self._model_config[kind].append(dict(tensor))
-
-
-class MetricFamily:
-    """Triton's custom metrics: `MetricFamily(name, description, kind)`, then `.Metric(labels=..., buckets=...)`
-    with `increment`, `set`, `observe`, `value`. Exported on the server's /metrics next to twinfer's own."""
-
-    COUNTER, GAUGE, HISTOGRAM = 0, 1, 2
-    _KINDS = {0: "counter", 1: "gauge", 2: "histogram"}
-
-    def __init__(self, name: str, description: str, kind: int) -> None:
-        from twinfer.inference import custom_metrics
-
-        if kind not in self._KINDS:
-            raise TritonModelException(f"unknown metric kind {kind!r}")
-        try:
-            self._family = custom_metrics.family(name, description, self._KINDS[kind])
-        except ValueError as exc:
-            raise TritonModelException(str(exc)) from None
-
-    def Metric(self, labels: dict[str, str] | None = None, buckets: list[float] | None = None) -> Metric:  # noqa: N802
-        try:
-            return Metric(self._family.metric(labels, buckets))
-        except ValueError as exc:
-            raise TritonModelException(str(exc)) from None
-
-
-class Metric:
-    def __init__(self, metric: Any) -> None:
-        self._metric = metric
-
-    def _call(self, method: str, *args: Any) -> Any:
-        try:
-            return getattr(self._metric, method)(*args)
-        except ValueError as exc:
-            raise TritonModelException(str(exc)) from None
-
-    def increment(self, value: float) -> None:
-        self._call("increment", value)
-
-    def set(self, value: float) -> None:
-        self._call("set", value)
-
-    def observe(self, value: float) -> None:
-        self._call("observe", value)
-
-    def value(self) -> float:
-        return self._call("value")
+__all__ = [
+    "InferenceRequest", "InferenceResponse", "Logger", "LogLevel", "Metric", "MetricFamily", "ModelConfig",
+    "Tensor", "TritonError", "TritonModelException", "bound_caller", "deserialize_bytes_tensor",
+    "get_input_config_by_name", "get_input_tensor_by_name", "get_output_config_by_name",
+    "get_output_tensor_by_name", "numpy_to_triton_type", "serialize_byte_tensor", "triton_string_to_numpy",
+    "triton_to_numpy_type",
+]
