@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from tests.python_models_repo import ADD_SUB_CONFIG, ADD_SUB_MODEL, PIPELINE_CONFIG
 from twinfer.backends.base import BackendOptions
-from twinfer.errors import ConfigError, InferenceFailed, InvalidInput, ModelLoadError, RequestTimeout
+from twinfer.errors import ConfigError, InferenceFailed, InvalidInput, ModelLoadError, RequestTimeout, Unavailable
 from twinfer.inference.batcher import DynamicBatcher
 from twinfer.inference.config_loading import load_model_config
 from twinfer.inference.ensemble import check_graph
@@ -479,3 +479,83 @@ def test_a_python_model_configured_in_config_yaml(tmp_path):
     a = np.ones((2, 4), np.float32)
     assert np.array_equal(backend.run({"INPUT0": a, "INPUT1": a}, ["OUTPUT0"])["OUTPUT0"], a * 2)
     backend.close()
+
+
+class FakeFacade:
+    """Records step requests; the test answers them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, Deferred]] = []
+
+    def infer(self, request):
+        d: Deferred = Deferred()
+        self.calls.append((request, d))
+        return d
+
+    def answer(self, model: str, outputs: dict) -> None:
+        from twinfer.inference.types import InferenceResult
+
+        index = next(i for i, (r, _) in enumerate(self.calls) if r.model == model)
+        _, d = self.calls.pop(index)
+        d.callback(InferenceResult(model, "1", outputs))
+
+
+def diamond() -> ModelConfig:
+    """A -> left, right (independent, run together) -> join -> B."""
+    return ModelConfig.model_validate({
+        "name": "e", "backend": "ensemble",
+        "inputs": [{"name": "A", "datatype": "FP32", "dims": [1]}],
+        "outputs": [{"name": "B", "datatype": "FP32", "dims": [1]}],
+        "ensemble_scheduling": {"step": [
+            {"model_name": "join", "input_map": {"l": "L", "r": "R"}, "output_map": {"y": "B"}},
+            {"model_name": "left", "input_map": {"x": "A"}, "output_map": {"y": "L"}},
+            {"model_name": "right", "model_version": 2, "input_map": {"x": "A"}, "output_map": {"y": "R"}},
+        ]},
+    })
+
+
+def scheduler(facade: FakeFacade):
+    from twinfer.inference.caller import ModelCaller
+    from twinfer.inference.ensemble import EnsembleBackend
+
+    backend = EnsembleBackend(diamond(), BackendOptions(caller=ModelCaller(None, facade.infer)))
+    assert backend.depends_on == (("join", None), ("left", None), ("right", "2"))
+    stats = ModelStatistics()
+    return backend.scheduler(Clock(), stats), stats
+
+
+def test_ensemble_steps_run_when_their_inputs_exist_and_independent_ones_together():
+    facade = FakeFacade()
+    sched, stats = scheduler(facade)
+    a = np.array([1.0], np.float32)
+    result = outcome(sched.submit({"A": a}, ["B"], timeout_s=0.5))
+    assert sorted(r.model for r, _ in facade.calls) == ["left", "right"]  # join waits for both
+    right = next(r for r, _ in facade.calls if r.model == "right")
+    assert right.version == "2" and right.timeout_ms == 500 and right.outputs == ["y"] and right.inputs["x"] is a
+    facade.answer("left", {"y": a + 1})
+    assert [r.model for r, _ in facade.calls] == ["right"]
+    facade.answer("right", {"y": a + 2})
+    join = facade.calls[0][0]
+    assert join.model == "join" and join.inputs["l"][0] == 2 and join.inputs["r"][0] == 3
+    assert sched.busy == 1 and result == []
+    facade.answer("join", {"y": a * 10})
+    assert list(result[0]) == ["B"] and result[0]["B"][0] == 10
+    assert stats.success.count == 1 and stats.in_flight == 0 and sched.busy == 0
+
+
+def test_an_ensemble_step_error_keeps_its_type_and_names_the_step():
+    from twinfer.errors import Overloaded
+
+    facade = FakeFacade()
+    sched, stats = scheduler(facade)
+    result = outcome(sched.submit({"A": np.array([1.0], np.float32)}, ["B"]))
+    drained = outcome(sched.drained())
+    assert drained == []  # a request is running
+    index = next(i for i, (r, _) in enumerate(facade.calls) if r.model == "right")
+    facade.calls.pop(index)[1].errback(Overloaded("queue full"))
+    assert result[0].check(Overloaded)
+    assert result[0].value.message == "ensemble 'e' step 2 (right): queue full"
+    facade.answer("left", {"y": np.array([2.0], np.float32)})  # a late sibling: nothing more happens
+    assert facade.calls == [] and stats.failure.count == 1 and drained == [None]
+    late = outcome(sched.submit({"A": np.array([1.0], np.float32)}, ["B"]))
+    assert late[0].check(Unavailable)
