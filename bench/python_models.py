@@ -7,8 +7,8 @@
    Target: twinfer >= 2x Triton. Needs the peers (`python -m bench kserve` installs them into .peers/); without
    them this part says "not run" and the rest still runs.
 2. Overhead of a trivial python model (identity) over calling its `execute` directly in process: p99 of a gRPC
-   round trip at c=1 minus p99 of the direct call. Target: <= 1 ms. The native ONNX `tiny` over the same client
-   is shown for scale.
+   round trip at c=1 minus p99 of the direct call (target: <= 1 ms), and the same through the facade in process
+   (batcher, instance thread, wrappers; no transport). The native ONNX `tiny` on both paths is shown for scale.
 3. An ensemble (python pre-processing step -> ONNX model) vs the same work in one python model, gRPC c=8.
 The load generators share the machine's cores with the servers: compare the ratios of one run.
 """
@@ -188,6 +188,44 @@ def direct_execute(model_file: Path, seconds: float) -> tuple[float, float, floa
     return (len(latencies) / seconds, *percentiles_ms(latencies))
 
 
+def facade_round_trips(repo: Path, models: list[str], seconds: float) -> dict[str, tuple[float, float, float]]:
+    """Sequential requests through the inference facade in this process (a real reactor, the real batcher and
+    instance threads, no transport): what twinfer's python path itself adds to a model's execute. Runs the
+    reactor, so it must come last."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+
+    from twinfer.inference.facade import InferenceFacade
+    from twinfer.inference.repository import ModelRepository
+    from twinfer.inference.threads import ReactorThreads
+    from twinfer.inference.types import InferenceRequest
+
+    results: dict[str, tuple[float, float, float]] = {}
+
+    async def run() -> None:
+        repository = ModelRepository(repo, reactor, ReactorThreads(reactor))
+        facade = InferenceFacade(repository)
+        await repository.start()
+        for model in models:
+            latencies: list[float] = []
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                t = time.perf_counter()
+                await facade.infer(InferenceRequest(model, {"INPUT0": X}))
+                latencies.append(time.perf_counter() - t)
+            results[model] = (len(latencies) / seconds, *percentiles_ms(latencies[len(latencies) // 10:]))
+        await repository.stop()
+
+    def main() -> None:
+        d = ensureDeferred(run())
+        d.addErrback(lambda f: f.printTraceback())
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(main)
+    reactor.run()
+    return results
+
+
 def peers_installed() -> bool:
     return all((peers.PEERS / name / ".installed").exists() for name in ("triton", "pa"))
 
@@ -248,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             rate, p50, p99 = grpc_closed_loop(grpc_url, model, c, secs)
             row("ensemble vs fused", f"twinfer {model}", "grpc", f"grpc.aio c={c}", rate, p50, p99)
 
+        # 2b. the same without a transport: the facade in this process (runs a reactor: last)
+        for model, (rate, p50, p99) in facade_round_trips(repo, ["identity", "tiny"], secs).items():
+            row("trivial overhead", f"facade {model}", "in process", "facade c=1", rate, p50, p99)
+
     print(f"python models, batch 1 per request, {secs:g} s per row, {os.cpu_count()} cores")
     print(f"{'part':<18} {'system':<20} {'protocol':<10} {'tool':<20} {'infer/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for r in rows:
@@ -261,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
             verdicts[f"{protocol} twinfer/triton (target >= 2)"] = ours["infer_per_s"] / theirs["infer_per_s"]
     direct, served = by[("trivial overhead", "direct execute()", "in process")], by[("trivial overhead",
                                                                                        "twinfer identity", "grpc")]
-    verdicts["trivial model p99 overhead ms (target <= 1)"] = served["p99_ms"] - direct["p99_ms"]
+    verdicts["trivial model p99 overhead ms, gRPC round trip (target <= 1)"] = served["p99_ms"] - direct["p99_ms"]
+    facade = by[("trivial overhead", "facade identity", "in process")]
+    verdicts["trivial model p99 overhead ms, facade in process"] = facade["p99_ms"] - direct["p99_ms"]
     verdicts["ensemble/fused throughput"] = (by[("ensemble vs fused", "twinfer pipeline", "grpc")]["infer_per_s"]
                                              / by[("ensemble vs fused", "twinfer fused", "grpc")]["infer_per_s"])
     for key, value in verdicts.items():
