@@ -198,6 +198,8 @@ output [{name: "y" data_type: TYPE_FP32 dims: [1]}]
     ("return [pb_utils.InferenceResponse(error=pb_utils.TritonError('bad x', pb_utils.TritonError.INVALID_ARG))] * 2",
      InvalidInput, "bad x"),
     ("return [pb_utils.InferenceResponse([])] * 2", InferenceFailed, "returned no output 'y'"),
+    ("return [pb_utils.InferenceResponse(['not a tensor'])] * 2", InferenceFailed, "unusable response"),
+    ("return [None, None]", InferenceFailed, "returned NoneType, not an InferenceResponse"),
 ])
 def test_failures_of_execute_are_typed_per_request(tmp_path, body, error, message):
     model = f'''

@@ -27,6 +27,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twinfer.backends import triton_utils as pb_utils
 from twinfer.backends.base import BackendOptions
@@ -35,6 +37,7 @@ from twinfer.inference.model_config import ModelConfig
 
 sys.modules.setdefault("triton_python_backend_utils", pb_utils)
 
+_log = Logger()
 _load_counter = itertools.count(1)
 _import_lock = threading.Lock()
 Request = tuple[dict[str, np.ndarray], list[str]]
@@ -124,6 +127,7 @@ class PythonBackend:
         self._instances: list[Any] = []
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loops = threading.local()
+        self._logged: set[str] = set()
         try:
             for i in range(config.instance_count):
                 instance = cls()
@@ -160,6 +164,7 @@ class PythonBackend:
             except pb_utils.TritonModelException as exc:
                 return self._all_failed(requests, f"model {self.name!r}: {exc.message()}")
             except Exception as exc:  # noqa: BLE001 - user code: fail this call's requests, keep serving
+                self._log_first(exc)
                 return self._all_failed(requests, f"model {self.name!r}: execute raised {type(exc).__name__}: {exc}")
         finally:
             self._idle.put(instance)
@@ -167,7 +172,28 @@ class PythonBackend:
             count = len(responses) if isinstance(responses, (list, tuple)) else type(responses).__name__
             return self._all_failed(requests, f"model {self.name!r}: execute returned {count} responses for "
                                               f"{len(requests)} requests")
-        return [self._outputs_of(response, outputs) for response, (_, outputs) in zip(responses, requests)]
+        results: list[dict[str, np.ndarray] | Exception] = []
+        for response, (_, outputs) in zip(responses, requests):
+            try:
+                results.append(self._outputs_of(response, outputs))
+            except Exception as exc:  # noqa: BLE001 - a malformed response (not Tensors...) fails its request only
+                results.append(InferenceFailed(f"model {self.name!r}: unusable response: {type(exc).__name__}: "
+                                               f"{exc}"))
+        return results
+
+    def _log_first(self, exc: Exception) -> None:
+        """The traceback of the first exception of each type goes to the log (later ones only to the client), so
+        a model failing on every request cannot flood it."""
+        kind = type(exc).__name__
+        if kind not in self._logged:
+            self._logged.add(kind)
+            args = ("model {name}: execute raised {kind} (logged once per exception type)",
+                    Failure(exc, type(exc), exc.__traceback__))
+            reactor = self._caller.reactor if self._caller is not None else None
+            if reactor is not None and getattr(reactor, "running", False):
+                reactor.callFromThread(_log.failure, *args, name=self.name, kind=kind)
+            else:
+                _log.failure(*args, name=self.name, kind=kind)
 
     def _all_failed(self, requests: list[Request], message: str) -> list[dict[str, np.ndarray] | Exception]:
         return [InferenceFailed(message) for _ in requests]
