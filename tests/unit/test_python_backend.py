@@ -561,3 +561,51 @@ def test_an_ensemble_step_error_keeps_its_type_and_names_the_step():
     assert facade.calls == [] and stats.failure.count == 1 and drained == [None]
     late = outcome(sched.submit({"A": np.array([1.0], np.float32)}, ["B"]))
     assert late[0].check(Unavailable)
+
+
+class RequestListFake:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def run_requests(self, requests):
+        return [{"y": inputs["x"]} for inputs, _ in requests]
+
+    def run(self, inputs, outputs):
+        raise AssertionError("not used")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def version_with_held_pool():
+    from pathlib import Path as P
+
+    from tests.support import SyncThreads
+    from twinfer.inference.model_version import FileSignature, ModelVersion
+
+    clock, threads, backend = Clock(), SyncThreads(), RequestListFake()
+    version = ModelVersion(clock, threads, make_config(), 1, backend, FileSignature(P("model.py"), 0, 0))
+    pool = threads.pools["m-v1"]
+    pool.hold = True
+    return clock, version, pool, backend
+
+
+def test_unloading_a_python_model_waits_for_execute_and_not_forever_for_one_that_hangs():
+    from twinfer.inference.model_version import HUNG_GRACE_S
+
+    clock, version, pool, backend = version_with_held_pool()
+    answered = outcome(version.batcher.submit({"x": np.ones((1, 2), np.float32)}, ["y"]))
+    retired = outcome(version.retire())
+    clock.advance(1)
+    assert retired == [] and not backend.closed  # execute is still running: the unload waits
+    pool.release()
+    assert answered[0]["y"].shape == (1, 2) and retired == [None] and backend.closed and pool.stopped
+
+    clock, version, pool, backend = version_with_held_pool()
+    version.batcher.submit({"x": np.ones((1, 2), np.float32)}, ["y"])  # never answered: execute hangs
+    retired = outcome(version.retire())
+    clock.advance(HUNG_GRACE_S - 1)
+    assert retired == []
+    clock.advance(1)
+    assert retired == [None] and backend.closed and pool.stopped
+    pool.release()  # the stuck call returns at last: nothing breaks

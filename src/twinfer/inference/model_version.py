@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from twinfer.backends import Backend, BackendOptions, load_backend
 from twinfer.backends.base import RequestListBackend
@@ -18,6 +19,9 @@ from twinfer.inference.datatypes import to_numpy_dtype
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.statistics import ModelStatistics
 from twinfer.inference.threads import ThreadRunner
+
+_log = Logger()
+HUNG_GRACE_S = 30.0  # how long an unload waits for a python model's execute that does not return
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,8 @@ class ModelVersion:
         self.stats = ModelStatistics()
         self._backend = backend
         self._threads = threads
+        self._clock = clock
+        self._runs_user_code = hasattr(backend, "run_requests")
         own_scheduler = getattr(backend, "scheduler", None)
         if own_scheduler is not None:  # an ensemble: its steps run through the facade, no instance threads
             self._pool = None
@@ -138,12 +144,36 @@ class ModelVersion:
         return self._pool.run(_timed_run_requests, self._backend, requests)
 
     def retire(self) -> Deferred[None]:
-        """Refuse new requests, let queued and running ones finish, then free the threads and the backend."""
-        d = self.batcher.drained()
-        d.addCallback(lambda _: self._threads.run_io(self._release))
-        return d
+        """Refuse new requests, let queued and running ones finish, then free the threads and the backend.
 
-    def _release(self) -> None:
+        User code (a python model) may never return: then its version is released after HUNG_GRACE_S all the
+        same (its requests have already failed with their timeouts), the stuck threads are left behind (Python
+        cannot stop a thread) and an unload or a shutdown still completes."""
+        d = self.batcher.drained()
+        if not self._runs_user_code:
+            d.addCallback(lambda _: self._threads.run_io(self._release))
+            return d
+        done: Deferred[None] = Deferred()
+        released: list[bool] = []
+
+        def release(wait: bool) -> None:
+            if released:
+                return
+            released.append(True)
+            if give_up.active():
+                give_up.cancel()
+            self._threads.run_io(self._release, wait).chainDeferred(done)
+
+        def hung() -> None:
+            _log.warn("model {name} version {v}: execute still running {s:.0f} s after the unload began; releasing "
+                      "it anyway", name=self.name, v=self.version, s=HUNG_GRACE_S)
+            release(False)
+
+        give_up = self._clock.callLater(HUNG_GRACE_S, hung)
+        d.addCallback(lambda _: release(True))
+        return done
+
+    def _release(self, wait: bool = True) -> None:
         if self._pool is not None:
-            self._pool.stop()
+            self._pool.stop(wait)
         self._backend.close()
