@@ -109,6 +109,9 @@ class PythonBackend:
         self._config = config
         self._caller = options.caller
         self._output_names = [t.name for t in config.outputs]
+        if "EXECUTION_ENV_PATH" in config.parameters:
+            _log.warn("model {name}: EXECUTION_ENV_PATH is ignored; the model runs with the server's packages",
+                      name=config.name)
         module = import_model_file(config.name, model_file)
         self._module_name = module.__name__
         cls = getattr(module, "TritonPythonModel", None)
