@@ -609,3 +609,9 @@ def test_unloading_a_python_model_waits_for_execute_and_not_forever_for_one_that
     clock.advance(1)
     assert retired == [None] and backend.closed and pool.stopped
     pool.release()  # the stuck call returns at last: nothing breaks
+
+
+def test_a_decoupled_model_is_refused_with_the_reason(tmp_path):
+    path = write_python_model(tmp_path, "m", ADD_SUB_MODEL, ADD_SUB_CONFIG + "model_transaction_policy { decoupled: true }\n")
+    with pytest.raises(ConfigError, match="decoupled models .* are not supported"):
+        load_model_config(tmp_path / "m", path)
