@@ -402,6 +402,19 @@ class TritonPythonModel:
 '''
 
 
+# model.py importing a helper module beside it (hot reload watches the helper too).
+HELPER_USER_MODEL = '''
+import helpers
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(
+            "Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy() * helpers.FACTOR)]) for r in requests]
+'''
+
+
 def write_model(root: Path, name: str, config: str, model: str | None, config_name: str = "config.pbtxt") -> None:
     version = root / name / "1"
     version.mkdir(parents=True)
@@ -422,6 +435,8 @@ def build_python_repository(root: Path) -> Path:
     write_model(root, "add_sub_unbatched", add_sub_unbatched.replace("dynamic_batching { }", ""), ADD_SUB_MODEL)
     write_model(root, "bls_by_name", BLS_BY_NAME_CONFIG, BLS_BY_NAME_MODEL)
     write_model(root, "counted", SIMPLE_CONFIG.format(name="counted", batching=""), COUNTED_MODEL)
+    write_model(root, "helper_user", SIMPLE_CONFIG.format(name="helper_user", batching=""), HELPER_USER_MODEL)
+    (root / "helper_user" / "1" / "helpers.py").write_text("FACTOR = 2\n")
     write_model(root, "raiser", SIMPLE_CONFIG.format(name="raiser", batching=""), RAISER_MODEL)
     write_model(root, "picky", SIMPLE_CONFIG.format(name="picky", batching=""), PICKY_MODEL)
     write_model(root, "sleepy", SIMPLE_CONFIG.format(

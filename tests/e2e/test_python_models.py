@@ -330,3 +330,19 @@ def test_custom_metrics_of_a_python_model_are_on_metrics(served):
     assert f'counted_x_bucket{{le="1.0",{labels}}} 1.0' in text
     assert f'counted_x_bucket{{le="10.0",{labels}}} 2.0' in text
     assert f'counted_x_bucket{{le="+Inf",{labels}}} 3.0' in text and f"counted_x_sum{{{labels}}} 55.5" in text
+
+
+def test_changing_a_helper_module_reloads_the_model(served):
+    server, repo, _ = served
+    http = httpclient.InferenceServerClient(server.http)
+    x = np.array([[1.5]], np.float32)
+
+    def factor() -> float:
+        return float(http.infer("helper_user", [_http_input("X", x, "FP32")]).as_numpy("Y")[0, 0]) / 1.5
+
+    assert factor() == 2
+    helpers = repo / "helper_user" / "1" / "helpers.py"
+    before = helpers.stat().st_mtime_ns
+    helpers.write_text("FACTOR = 3\n")
+    os.utime(helpers, ns=(before + 10**9, before + 10**9))
+    wait_until(lambda: factor() == 3, what="the model to reload with the new helper")

@@ -615,3 +615,20 @@ def test_a_decoupled_model_is_refused_with_the_reason(tmp_path):
     path = write_python_model(tmp_path, "m", ADD_SUB_MODEL, ADD_SUB_CONFIG + "model_transaction_policy { decoupled: true }\n")
     with pytest.raises(ConfigError, match="decoupled models .* are not supported"):
         load_model_config(tmp_path / "m", path)
+
+
+def test_a_python_versions_signature_covers_its_helpers_but_not_bytecode(tmp_path):
+    import os
+
+    from twinfer.inference.repository import scan_model
+
+    path = write_python_model(tmp_path, "m", ADD_SUB_MODEL, ADD_SUB_CONFIG)
+    (path.parent / "helpers.py").write_text("X = 1\n")
+    first = scan_model(tmp_path / "m").versions[1]
+    assert first.path == path
+    (path.parent / "__pycache__").mkdir()
+    (path.parent / "__pycache__" / "helpers.cpython-311.pyc").write_bytes(b"\0" * 100)
+    assert scan_model(tmp_path / "m").versions[1] == first
+    (path.parent / "helpers.py").write_text("X = 22\n")
+    os.utime(path.parent / "helpers.py", ns=(first.mtime_ns + 10**9, first.mtime_ns + 10**9))
+    assert scan_model(tmp_path / "m").versions[1] != first

@@ -41,6 +41,14 @@ class FileSignature:
         st = path.stat()
         return cls(path, st.st_size, st.st_mtime_ns)
 
+    @classmethod
+    def of_python_model(cls, model_py: Path) -> FileSignature:
+        """model.py and the helper files beside it (a changed `utils.py` reloads the model too); the bytecode
+        Python writes there on import does not count, or every load would look like a change."""
+        stats = [p.stat() for p in model_py.parent.rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")]
+        return cls(model_py, sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0))
+
 
 def warmup_inputs(config: ModelConfig) -> dict[str, np.ndarray]:
     """Zeros of the smallest valid shape for every input (batch 1, -1 dims as 1)."""

@@ -83,7 +83,8 @@ def scan_model(model_dir: Path) -> ModelOnDisk:
         if child.is_dir() and child.name.isdigit() and int(child.name) > 0:
             model_file = find_model_file(child)
             if model_file is not None:
-                versions[int(child.name)] = FileSignature.of(model_file)
+                versions[int(child.name)] = (FileSignature.of_python_model(model_file) if model_file.name == "model.py"
+                                             else FileSignature.of(model_file))
             else:
                 bare[int(child.name)] = FileSignature.of(child)
     configs = tuple(FileSignature.of(model_dir / n) for n in CONFIG_FILES if (model_dir / n).is_file())
