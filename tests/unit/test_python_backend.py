@@ -175,11 +175,11 @@ def test_each_load_gets_its_own_module(tmp_path):
     _, first = load(tmp_path, "m")
     _, second = load(tmp_path, "m")
     assert first._instances[0].loads == ["1"] and second._instances[0].loads == ["1"]  # no shared module state
-    assert first._module_name != second._module_name
+    assert first._module.__name__ != second._module.__name__
     import sys
 
     first.close()
-    assert first._module_name not in sys.modules and second._module_name in sys.modules
+    assert first._module.__name__ not in sys.modules and second._module.__name__ in sys.modules
     second.close()
 
 
@@ -632,3 +632,32 @@ def test_a_python_versions_signature_covers_its_helpers_but_not_bytecode(tmp_pat
     (path.parent / "helpers.py").write_text("X = 22\n")
     os.utime(path.parent / "helpers.py", ns=(first.mtime_ns + 10**9, first.mtime_ns + 10**9))
     assert scan_model(tmp_path / "m").versions[1] != first
+
+
+def test_relative_imports_of_helpers_work_and_stay_private(tmp_path):
+    model = '''
+    from . import helpers
+    from .helpers import FACTOR
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            return [pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x")
+                                                                .as_numpy() * FACTOR * helpers.FACTOR)])
+                    for r in requests]
+    '''
+    for name, factor in (("a", 2), ("b", 3)):
+        path = write_python_model(tmp_path, name, model, ECHO_CONFIG)
+        (path.parent / "helpers.py").write_text(f"FACTOR = {factor}\n")
+    _, a = load(tmp_path, "a")
+    _, b = load(tmp_path, "b")
+    x = np.ones((1, 1), np.float32)
+    assert a.run_requests([({"x": x}, ["y"])])[0]["y"][0, 0] == 4
+    assert b.run_requests([({"x": x}, ["y"])])[0]["y"][0, 0] == 9
+    import sys
+
+    package = a._module.__name__.rpartition(".")[0]
+    assert f"{package}.helpers" in sys.modules
+    a.close()
+    assert not [n for n in sys.modules if n.startswith(package)]
+    b.close()

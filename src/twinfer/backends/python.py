@@ -44,24 +44,31 @@ Request = tuple[dict[str, np.ndarray], list[str]]
 
 
 def import_model_file(model_name: str, model_file: Path) -> ModuleType:
-    """Import `model_file` as a fresh module. Helper modules beside it (`import utils` in model.py) are importable
-    while it loads, and are then dropped from `sys.modules` (the model keeps its references), so two models' or two
-    versions' `utils.py` never stand in for each other; Triton gets the same from a process per model."""
+    """Import `model_file` as a fresh module, `<package>.model` in a package made for this load whose path is the
+    version directory (Triton imports it as `<version>.model`), so `from . import utils` works and stays private
+    to this load. Plain `import utils` of a helper beside it works while it loads, and such helpers are then
+    dropped from `sys.modules` (the model keeps its references), so two models' or two versions' `utils.py` never
+    stand in for each other; Triton gets the same from a process per model."""
     tag = re.sub(r"\W", "_", f"{model_name}_v{model_file.parent.name}")
-    module_name = f"twinfer_python_model_{tag}_{next(_load_counter)}"
+    package_name = f"twinfer_python_model_{tag}_{next(_load_counter)}"
+    module_name = f"{package_name}.{model_file.stem}"
+    directory = model_file.parent.resolve()
+    package = ModuleType(package_name)
+    package.__path__ = [str(directory)]
+    package.__package__ = package_name
     spec = importlib.util.spec_from_file_location(module_name, model_file)
     if spec is None or spec.loader is None:
         raise ModelLoadError(f"model {model_name!r}: cannot import {model_file}")
     module = importlib.util.module_from_spec(spec)
-    directory = model_file.parent.resolve()
     with _import_lock:  # sys.path and sys.modules are process-wide; models load on several threads
         before = set(sys.modules)
+        sys.modules[package_name] = package
         sys.modules[module_name] = module
         sys.path.insert(0, str(directory))
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            sys.modules.pop(module_name, None)
+            forget_model_module(module)
             raise ModelLoadError(f"model {model_name!r}: importing {model_file} failed: {type(exc).__name__}: "
                                  f"{exc}") from exc
         finally:
@@ -69,11 +76,20 @@ def import_model_file(model_name: str, model_file: Path) -> ModuleType:
                 sys.path.remove(str(directory))
             except ValueError:
                 pass
-            for name in set(sys.modules) - before - {module_name}:
+            for name in set(sys.modules) - before:
+                if name == package_name or name.startswith(package_name + "."):
+                    continue  # unique to this load: kept until it unloads
                 file = getattr(sys.modules.get(name), "__file__", None)
                 if file and Path(file).resolve().is_relative_to(directory):
                     del sys.modules[name]
     return module
+
+
+def forget_model_module(module: ModuleType) -> None:
+    """Drop a model module and everything imported under its package from sys.modules (on unload)."""
+    package_name = module.__name__.rpartition(".")[0] or module.__name__
+    for name in [n for n in sys.modules if n == package_name or n.startswith(package_name + ".")]:
+        del sys.modules[name]
 
 
 def triton_model_config(config: ModelConfig) -> dict[str, Any]:
@@ -113,7 +129,7 @@ class PythonBackend:
             _log.warn("model {name}: EXECUTION_ENV_PATH is ignored; the model runs with the server's packages",
                       name=config.name)
         module = import_model_file(config.name, model_file)
-        self._module_name = module.__name__
+        self._module = module
         cls = getattr(module, "TritonPythonModel", None)
         if not inspect.isclass(cls) or not callable(getattr(cls, "execute", None)):
             self._forget_module()
@@ -244,7 +260,7 @@ class PythonBackend:
         self._forget_module()
 
     def _forget_module(self) -> None:
-        sys.modules.pop(self._module_name, None)
+        forget_model_module(self._module)
 
 
 def auto_complete(partial: dict[str, Any], model_file: Path) -> dict[str, Any]:
@@ -277,7 +293,7 @@ def auto_complete(partial: dict[str, Any], model_file: Path) -> dict[str, Any]:
         completed = hook(pb_utils.ModelConfig(triton))
         result = (completed if completed is not None else pb_utils.ModelConfig(triton)).as_dict()
     finally:
-        sys.modules.pop(module.__name__, None)
+        forget_model_module(module)
 
     def twinfer_tensor(t: dict[str, Any], kind: str) -> dict[str, Any]:
         before = next((p for p in partial.get(kind, []) if p["name"] == t["name"]), {})  # keeps labels
