@@ -257,7 +257,7 @@ def test_instance_group_count_runs_instances_in_parallel(served):
                for _ in range(2)]
     instances = sorted(int(p.get_result().as_numpy("INSTANCE")[0]) for p in pending)
     assert instances == [0, 1]
-    assert time.monotonic() - started < 0.75  # two 0.4 s calls side by side, not one after the other
+    assert time.monotonic() - started < 0.8  # two 0.4 s calls side by side: one after the other takes 0.8 s
 
 
 @pytest.mark.parametrize("model", ["brightness", "brightness_pipeline"])
