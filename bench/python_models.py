@@ -175,7 +175,7 @@ def grpc_closed_loop(url: str, model: str, concurrency: int, seconds: float) -> 
 def direct_execute(model_file: Path, seconds: float) -> tuple[float, float, float]:
     """The identity model's execute called in this process, one request per call (what "directly" means)."""
     from twinfer.backends import triton_utils as pb_utils
-    from twinfer.backends.python import import_model_file
+    from twinfer.backends.python_import import import_model_file
 
     model = import_model_file("identity", model_file).TritonPythonModel()
     latencies: list[float] = []

@@ -661,3 +661,33 @@ def test_relative_imports_of_helpers_work_and_stay_private(tmp_path):
     a.close()
     assert not [n for n in sys.modules if n.startswith(package)]
     b.close()
+
+
+def test_loading_a_model_never_changes_sys_path(tmp_path):
+    """Models load on several threads: a sys.path that shifts under another thread's import makes it skip an entry
+    (seen: `initialize` failing with "No module named 'onnxruntime'" while another model loaded)."""
+    import sys
+
+    model = '''
+    import sys
+    import helpers
+    PATH_WHILE_IMPORTING = list(sys.path)
+
+    class TritonPythonModel:
+        def initialize(self, args):
+            import late_helper
+            self.path = list(sys.path)
+            self.late = late_helper.VALUE
+
+        def execute(self, requests):
+            return []
+    '''
+    path = write_python_model(tmp_path, "m", model, ECHO_CONFIG)
+    (path.parent / "helpers.py").write_text("X = 1\n")
+    (path.parent / "late_helper.py").write_text("VALUE = 7\n")
+    before = list(sys.path)
+    _, backend = load(tmp_path, "m")
+    assert backend._module.PATH_WHILE_IMPORTING == before == list(sys.path)
+    assert backend._instances[0].path == before and backend._instances[0].late == 7
+    assert "helpers" not in sys.modules and "late_helper" not in sys.modules
+    backend.close()

@@ -14,16 +14,12 @@ InferenceResponse carrying a TritonError fails its request alone; a wrong number
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
-import itertools
 import json
 import queue
-import re
 import sys
 import threading
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -32,64 +28,14 @@ from twisted.python.failure import Failure
 
 from twinfer.backends import triton_utils as pb_utils
 from twinfer.backends.base import BackendOptions
+from twinfer.backends.python_import import forget_model_module, helpers_of, import_model_file
 from twinfer.errors import InferenceFailed, InvalidInput, ModelLoadError, TwinferError, Unavailable
 from twinfer.inference.model_config import ModelConfig
 
 sys.modules.setdefault("triton_python_backend_utils", pb_utils)
 
 _log = Logger()
-_load_counter = itertools.count(1)
-_import_lock = threading.Lock()
 Request = tuple[dict[str, np.ndarray], list[str]]
-
-
-def import_model_file(model_name: str, model_file: Path) -> ModuleType:
-    """Import `model_file` as a fresh module, `<package>.model` in a package made for this load whose path is the
-    version directory (Triton imports it as `<version>.model`), so `from . import utils` works and stays private
-    to this load. Plain `import utils` of a helper beside it works while it loads, and such helpers are then
-    dropped from `sys.modules` (the model keeps its references), so two models' or two versions' `utils.py` never
-    stand in for each other; Triton gets the same from a process per model."""
-    tag = re.sub(r"\W", "_", f"{model_name}_v{model_file.parent.name}")
-    package_name = f"twinfer_python_model_{tag}_{next(_load_counter)}"
-    module_name = f"{package_name}.{model_file.stem}"
-    directory = model_file.parent.resolve()
-    package = ModuleType(package_name)
-    package.__path__ = [str(directory)]
-    package.__package__ = package_name
-    spec = importlib.util.spec_from_file_location(module_name, model_file)
-    if spec is None or spec.loader is None:
-        raise ModelLoadError(f"model {model_name!r}: cannot import {model_file}")
-    module = importlib.util.module_from_spec(spec)
-    with _import_lock:  # sys.path and sys.modules are process-wide; models load on several threads
-        before = set(sys.modules)
-        sys.modules[package_name] = package
-        sys.modules[module_name] = module
-        sys.path.insert(0, str(directory))
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            forget_model_module(module)
-            raise ModelLoadError(f"model {model_name!r}: importing {model_file} failed: {type(exc).__name__}: "
-                                 f"{exc}") from exc
-        finally:
-            try:
-                sys.path.remove(str(directory))
-            except ValueError:
-                pass
-            for name in set(sys.modules) - before:
-                if name == package_name or name.startswith(package_name + "."):
-                    continue  # unique to this load: kept until it unloads
-                file = getattr(sys.modules.get(name), "__file__", None)
-                if file and Path(file).resolve().is_relative_to(directory):
-                    del sys.modules[name]
-    return module
-
-
-def forget_model_module(module: ModuleType) -> None:
-    """Drop a model module and everything imported under its package from sys.modules (on unload)."""
-    package_name = module.__name__.rpartition(".")[0] or module.__name__
-    for name in [n for n in sys.modules if n == package_name or n.startswith(package_name + ".")]:
-        del sys.modules[name]
 
 
 def triton_model_config(config: ModelConfig) -> dict[str, Any]:
@@ -130,6 +76,7 @@ class PythonBackend:
                       name=config.name)
         module = import_model_file(config.name, model_file)
         self._module = module
+        self._package = module.__name__.rpartition(".")[0]
         cls = getattr(module, "TritonPythonModel", None)
         if not inspect.isclass(cls) or not callable(getattr(cls, "execute", None)):
             self._forget_module()
@@ -152,7 +99,7 @@ class PythonBackend:
                 instance = cls()
                 initialize = getattr(instance, "initialize", None)
                 if initialize is not None:
-                    with pb_utils.bound_caller(self._caller):
+                    with pb_utils.bound_caller(self._caller), helpers_of(model_file.parent, self._package):
                         self._await(initialize({**args, "model_instance_name": f"{config.name}_0_{i}"}))
                 self._instances.append(instance)  # finalize is owed only to instances that initialized
                 self._idle.put(instance)
@@ -290,7 +237,8 @@ def auto_complete(partial: dict[str, Any], model_file: Path) -> dict[str, Any]:
                   "output": [triton_tensor(t) for t in partial.get("outputs", [])]}
         if partial.get("dynamic_batching") is not None:
             triton["dynamic_batching"] = {}
-        completed = hook(pb_utils.ModelConfig(triton))
+        with helpers_of(model_file.parent, module.__name__.rpartition(".")[0]):
+            completed = hook(pb_utils.ModelConfig(triton))
         result = (completed if completed is not None else pb_utils.ModelConfig(triton)).as_dict()
     finally:
         forget_model_module(module)
