@@ -17,7 +17,6 @@ import asyncio
 import inspect
 import json
 import queue
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,6 @@ from twinfer.backends.base import BackendOptions
 from twinfer.backends.python_import import forget_model_module, helpers_of, import_model_file
 from twinfer.errors import InferenceFailed, InvalidInput, ModelLoadError, TwinferError, Unavailable
 from twinfer.inference.model_config import ModelConfig
-
-sys.modules.setdefault("triton_python_backend_utils", pb_utils)
 
 _log = Logger()
 Request = tuple[dict[str, np.ndarray], list[str]]

@@ -28,8 +28,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from twinfer.backends import triton_utils
 from twinfer.errors import ModelLoadError
 
+sys.modules.setdefault("triton_python_backend_utils", triton_utils)  # `import triton_python_backend_utils`
 _importing = threading.local()
 _load_counter = itertools.count(1)
 
