@@ -8,7 +8,8 @@ process per model. Here every model shares one interpreter, and models load on s
 - `import utils` of a helper beside it is resolved by `_HelperFinder`, last on `sys.meta_path` (installed
   packages win, as in Triton where the directory is appended to the path), only on the thread that is importing
   or initializing that model; the helpers it finds are dropped from `sys.modules` afterwards (the model keeps its
-  references), so two models' `utils.py` never stand in for each other. `sys.path` itself is never changed:
+  references), so two models' `utils.py` never stand in for each other (python models import and initialize one
+  at a time for this; other models load alongside). `sys.path` itself is never changed:
   another thread's import iterating over it while it shifts can skip an entry (site-packages, then "No module
   named onnxruntime"), which is what changing it did.
 """
@@ -33,6 +34,7 @@ from twinfer.errors import ModelLoadError
 
 sys.modules.setdefault("triton_python_backend_utils", triton_utils)  # `import triton_python_backend_utils`
 _importing = threading.local()
+_one_model_at_a_time = threading.RLock()
 _load_counter = itertools.count(1)
 
 
@@ -55,19 +57,20 @@ def helpers_of(directory: Path, keep_prefix: str = "") -> Iterator[None]:
     """While the block runs on this thread, `import x` also finds `directory/x.py`; helpers imported from there
     are dropped from sys.modules afterwards (names under `keep_prefix`, the load's own package, stay)."""
     directory = directory.resolve()
-    previous = getattr(_importing, "directories", None)
-    _importing.directories = [str(directory)]
-    before = set(sys.modules)
-    try:
-        yield
-    finally:
-        _importing.directories = previous
-        for name in set(sys.modules) - before:
-            if keep_prefix and (name == keep_prefix or name.startswith(keep_prefix + ".")):
-                continue
-            file = getattr(sys.modules.get(name), "__file__", None)
-            if file and Path(file).resolve().is_relative_to(directory):
-                sys.modules.pop(name, None)
+    with _one_model_at_a_time:  # two models' `helpers` would share the one sys.modules["helpers"] slot meanwhile
+        previous = getattr(_importing, "directories", None)
+        _importing.directories = [str(directory)]
+        before = set(sys.modules)
+        try:
+            yield
+        finally:
+            _importing.directories = previous
+            for name in set(sys.modules) - before:
+                if keep_prefix and (name == keep_prefix or name.startswith(keep_prefix + ".")):
+                    continue
+                file = getattr(sys.modules.get(name), "__file__", None)
+                if file and Path(file).resolve().is_relative_to(directory):
+                    sys.modules.pop(name, None)
 
 
 def import_model_file(model_name: str, model_file: Path) -> ModuleType:
