@@ -37,7 +37,7 @@ class SyncPool:
         for fn, args, d in held:
             maybeDeferred(fn, *args).chainDeferred(d)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
         self.stopped = True
 
 

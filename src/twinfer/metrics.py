@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from twinfer.inference.custom_metrics import CustomMetricsCollector
 from twinfer.inference.facade import InferenceFacade
 from twinfer.streaming.manager import StreamManager
 from twinfer.streaming.stats import LATENCY_BUCKETS_S
@@ -134,6 +135,7 @@ def build_registry(facade: InferenceFacade, gauges: dict[str, Callable[[], float
                    streams: StreamManager | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TwinferCollector(facade, gauges, streams))
+    registry.register(CustomMetricsCollector())  # python models' pb_utils.MetricFamily
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

@@ -10,6 +10,10 @@ Backends by name (Triton's names accepted too, so a Triton config.pbtxt works un
   model.keras (Keras v3). The `tensorflow` extra.
 - `tflite` (`litert`, `tensorflowlite`): model.tflite through LiteRT (`ai-edge-litert`, no TensorFlow). The
   `tflite` extra.
+- `python`: model.py defining Triton's `TritonPythonModel`, run in this process on the version's instance threads,
+  given lists of requests (twinfer.backends.python).
+- `ensemble` (Triton's `platform: "ensemble"`): no file; the steps of its `ensemble_scheduling` run through the
+  facade (twinfer.inference.ensemble).
 The heavy libraries are imported only when such a model loads, so the server starts fast without them.
 """
 
@@ -22,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from twinfer.errors import ModelLoadError
+from twinfer.inference.caller import ModelCaller
 from twinfer.inference.model_config import ModelConfig
 
 
@@ -31,6 +36,7 @@ class BackendOptions:
 
     intra_op_threads: int = 1
     inter_op_threads: int = 1
+    caller: ModelCaller | None = None  # how python models (BLS) and ensembles reach other models of the repository
 
 
 class Backend(Protocol):
@@ -41,6 +47,15 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class RequestListBackend(Protocol):
+    """A backend that takes the batcher's requests as a list instead of one concatenated batch (python models:
+    Triton calls `execute(requests)`). One result per request: its outputs, or the error that fails it alone."""
+
+    def run_requests(
+        self, requests: list[tuple[dict[str, np.ndarray], list[str]]]
+    ) -> list[dict[str, np.ndarray] | Exception]: ...
+
+
 ALIASES = {
     "onnxruntime": "onnxruntime", "onnxruntime_onnx": "onnxruntime", "onnx": "onnxruntime",
     "pytorch": "pytorch", "pytorch_libtorch": "pytorch", "torch": "pytorch", "libtorch": "pytorch",
@@ -48,6 +63,8 @@ ALIASES = {
     "tf": "tensorflow",
     "tflite": "tflite", "litert": "tflite", "tensorflowlite": "tflite",
     "face_tracker": "face_tracker",
+    "python": "python",
+    "ensemble": "ensemble",
 }
 # The files each backend loads, in the order they are looked for in a version directory.
 MODEL_FILES = {
@@ -56,6 +73,8 @@ MODEL_FILES = {
     "tensorflow": ("model.savedmodel", "model.keras"),
     "tflite": ("model.tflite",),
     "face_tracker": ("tracker.yaml",),  # a stream's face tracker: its settings, the models it calls
+    "python": ("model.py",),  # Triton's python backend API, run in process (twinfer.backends.python)
+    "ensemble": (),  # a graph of other models; its version directories are empty, as in Triton
 }
 EXTRAS = {"pytorch": "torch", "tensorflow": "tensorflow", "tflite": "tflite"}
 
@@ -74,6 +93,10 @@ def load_backend(config: ModelConfig, model_file: Path, options: BackendOptions)
     if backend is None:
         raise ModelLoadError(f"model {config.name!r}: unknown backend {config.backend!r} "
                              f"(available: {', '.join(MODEL_FILES)})")
+    if backend == "ensemble":
+        from twinfer.inference.ensemble import EnsembleBackend
+
+        return EnsembleBackend(config, options)
     if model_file.name not in MODEL_FILES[backend]:
         raise ModelLoadError(f"model {config.name!r}: backend {backend} loads {' or '.join(MODEL_FILES[backend])}, "
                              f"not {model_file.name}")
@@ -88,6 +111,8 @@ def load_backend(config: ModelConfig, model_file: Path, options: BackendOptions)
             from twinfer.backends.face_tracker import FaceTrackerBackend
 
             return FaceTrackerBackend(config, model_file)
+        elif backend == "python":
+            from twinfer.backends.python import PythonBackend as cls
         else:
             from twinfer.backends.tensorflow import TensorFlowBackend as cls
     except ImportError as exc:

@@ -4,6 +4,11 @@ It lives on the reactor thread and only schedules: batches run through `execute`
 version's instance threads. With `max_queue_delay_us == 0` a batch leaves as soon as an instance is idle, so under
 light load a request runs alone with no added delay, and under heavy load requests that queued while every instance
 was busy leave together. A positive delay holds a partial batch up to that long hoping to fill a preferred size.
+
+Backends that take requests as a list (python models: Triton's `execute(requests)`) get `execute_requests`
+instead: the same queueing and batch forming (by rows, up to max_batch_size, without the same-shape rule since
+nothing is concatenated), one result per request so one request's error fails it alone, and the request timeout
+still counts while the request runs, because user code can hang where a graph runtime cannot.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from twinfer.inference.statistics import ModelStatistics
 Outputs = dict[str, np.ndarray]
 # Runs one batch off the reactor; fires with (outputs, compute time in ns).
 Executor = Callable[[dict[str, np.ndarray], list[str]], "Deferred[tuple[Outputs, int]]"]
+# Runs a list of (inputs, outputs) requests; fires with (one result or exception per request, compute time in ns).
+RequestExecutor = Callable[[list[tuple[dict[str, np.ndarray], list[str]]]],
+                           "Deferred[tuple[list[Outputs | Exception], int]]"]
 
 
 class _Pending:
-    __slots__ = ("inputs", "outputs", "rows", "key", "deferred", "enqueued_at", "timeout_call")
+    __slots__ = ("inputs", "outputs", "rows", "key", "deferred", "enqueued_at", "timeout_call", "done")
 
     def __init__(self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int, key: Any, now: float) -> None:
         self.inputs = inputs
@@ -38,6 +46,7 @@ class _Pending:
         self.deferred: Deferred[Outputs] = Deferred()
         self.enqueued_at = now
         self.timeout_call: IDelayedCall | None = None
+        self.done = False
 
 
 class DynamicBatcher:
@@ -47,9 +56,11 @@ class DynamicBatcher:
         config: ModelConfig,
         execute: Executor,
         stats: ModelStatistics,
+        execute_requests: RequestExecutor | None = None,
     ) -> None:
         self._clock = clock
         self._execute = execute
+        self._execute_requests = execute_requests
         self._stats = stats
         self._instances = config.instance_count
         policy = config.dynamic_batching
@@ -85,7 +96,7 @@ class DynamicBatcher:
         first = next(iter(inputs.values()))
         if self._batching:
             rows = first.shape[0]
-            key = tuple((name, a.shape[1:]) for name, a in inputs.items())
+            key = None if self._execute_requests else tuple((name, a.shape[1:]) for name, a in inputs.items())
         else:
             rows, key = 1, None
         item = _Pending(inputs, outputs, rows, key, self._clock.seconds())
@@ -113,7 +124,10 @@ class DynamicBatcher:
         try:
             self._queue.remove(item)
         except ValueError:
-            return  # already running
+            if not item.done and self._execute_requests is not None:  # running in user code that may hang
+                self._finish(item, Failure(RequestTimeout(
+                    f"request did not finish within {timeout_s * 1e3:.0f} ms")), ok=False)
+            return
         self._finish(item, Failure(RequestTimeout(f"request waited {timeout_s * 1e3:.0f} ms in the queue")), ok=False)
         self._check_drained()
 
@@ -167,6 +181,9 @@ class DynamicBatcher:
             self._delay_call.cancel()
         self._delay_call = None
         now = self._clock.seconds()
+        if self._execute_requests is not None:
+            self._run_requests(batch, now)
+            return
         outputs: list[str] = []
         for item in batch:
             if item.timeout_call is not None:
@@ -181,6 +198,26 @@ class DynamicBatcher:
         self._busy += 1
         d = self._execute(inputs, outputs)
         d.addCallbacks(self._batch_done, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def _run_requests(self, batch: list[_Pending], now: float) -> None:
+        for item in batch:
+            self._stats.queue.add(int((now - item.enqueued_at) * 1e9))
+        self._busy += 1
+        d = self._execute_requests([(item.inputs, item.outputs) for item in batch])
+        d.addCallbacks(self._requests_done, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def _requests_done(self, result: tuple[list[Outputs | Exception], int], batch: list[_Pending]) -> None:
+        results, compute_ns = result
+        self._busy -= 1
+        self._stats.record_batch(sum(i.rows for i in batch), compute_ns, len(batch), int(time.time() * 1000))
+        for item, outcome in zip(batch, results, strict=True):
+            if isinstance(outcome, Exception):
+                error = outcome if isinstance(outcome, TwinferError) else InferenceFailed(
+                    f"model execution failed: {outcome}")
+                self._finish(item, Failure(error), ok=False)
+            else:
+                self._finish(item, outcome, ok=True)
+        self._after_batch()
 
     def _batch_done(self, result: tuple[Outputs, int], batch: list[_Pending]) -> None:
         outputs, compute_ns = result
@@ -211,6 +248,13 @@ class DynamicBatcher:
         self._check_drained()
 
     def _finish(self, item: _Pending, result: Outputs | Failure, ok: bool) -> None:
+        if item.done:
+            return  # timed out while running; its late result is dropped
+        item.done = True
+        if item.timeout_call is not None:
+            if item.timeout_call.active():
+                item.timeout_call.cancel()
+            item.timeout_call = None
         self._stats.in_flight -= 1
         elapsed = int((self._clock.seconds() - item.enqueued_at) * 1e9)
         (self._stats.success if ok else self._stats.failure).add(elapsed)

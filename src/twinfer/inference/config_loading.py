@@ -19,6 +19,8 @@ and a config file only needs to say what differs.
        warmup: true
        validation: {dataset: gate.npz, max_mae: 0.01}                  # see ModelConfig.ValidationConfig
        parameters: {intra_op_threads: "2"}
+       ensemble_scheduling: {step: [{model_name: pre, model_version: -1,   # with `platform: ensemble` (or
+                                     input_map: {x: RAW}, output_map: {y: MID}}]}  # backend); Triton's keys
 
 Tensor lists merge by name, so a config that only adds labels to an output keeps the derived datatype and dims;
 a tensor's dims left to the model file are cut to fit the final max_batch_size. Every failure is a ConfigError
@@ -178,6 +180,9 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
         config = text_format.Parse(read_config_text(path), mc.ModelConfig())
     except (text_format.ParseError, OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a valid Triton model config ({' '.join(str(exc).split())})") from exc
+    if config.model_transaction_policy.decoupled:
+        raise ConfigError(f"{path}: model_transaction_policy.decoupled: decoupled models (several responses per "
+                          "request) are not supported by twinfer")
     out: dict[str, Any] = {"max_batch_size": config.max_batch_size}  # absent means 0 to Triton as well
     if config.name:
         out["name"] = config.name
@@ -191,6 +196,8 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
             entry["datatype"] = "BYTES" if datatype == "STRING" else datatype
         if t.dims:  # `reshape` is ignored: the backend feeds the model the shape the client sent
             entry["dims"] = list(t.dims)
+        if not is_output and t.optional:
+            entry["optional"] = True
         labels = (inside_model_dir(path.parent, t.label_filename, f"output {t.name!r} label_filename", path)
                   if is_output and t.label_filename else None)
         if labels is not None and labels.is_file():
@@ -231,6 +238,10 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
             out["version_policy"] = {"policy": "specific", "versions": list(vp.specific.versions)}
     if config.parameters:
         out["parameters"] = {k: v.string_value for k, v in config.parameters.items()}
+    if config.HasField("ensemble_scheduling"):
+        out["ensemble_scheduling"] = {"step": [
+            {"model_name": s.model_name, "model_version": s.model_version, "input_map": dict(s.input_map),
+             "output_map": dict(s.output_map)} for s in config.ensemble_scheduling.step]}
     return out
 
 
@@ -250,6 +261,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     if isinstance(data.get("dynamic_batching"), bool):
         data["dynamic_batching"] = {} if data["dynamic_batching"] else None
+    if "platform" in data:  # Triton's key for ensembles (`platform: ensemble`); twinfer calls it the backend
+        if "backend" in data:
+            raise ConfigError(f"{path}: give either backend or platform, not both")
+        data["backend"] = data.pop("platform")
     return data
 
 
@@ -362,4 +377,23 @@ def load_model_config(model_dir: Path, sample_model_file: Path | None) -> ModelC
         layers.apply({"backend": backend_of_file(sample_model_file)}, str(sample_model_file))
     for where, layer in overlays:
         layers.apply(layer, where)
+    if sample_model_file is not None and sample_model_file.name == "model.py" and canonical_backend(
+            layers.config.get("backend") or "") == "python":
+        _auto_complete_python(layers, sample_model_file)
     return layers.finish()
+
+
+def _auto_complete_python(layers: _Layers, model_file: Path) -> None:
+    """A python model's `auto_complete_config` (Triton's hook) fills in what the config files leave out."""
+    from twinfer.backends.python import auto_complete
+
+    partial = dict(layers.config)
+    try:
+        completed = auto_complete(partial, model_file)
+    except ModelLoadError as exc:
+        raise ConfigError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the model's own code
+        raise ConfigError(f"{model_file}: auto_complete_config: {type(exc).__name__}: {exc}") from None
+    if completed is not partial:
+        layers.config = completed
+        layers.last = str(model_file)

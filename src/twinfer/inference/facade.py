@@ -7,9 +7,11 @@ and returns Deferreds; the models themselves run on their instance threads.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 
-from twinfer.errors import TwinferError
+from twinfer.errors import ModelNotFound, ModelNotReady, TwinferError
 from twinfer.inference.limits import DEFAULT_MAX_ELEMENTS, ElementBudget
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.model_version import ModelVersion
@@ -24,6 +26,7 @@ class InferenceFacade:
         self.repository = repository
         self.max_request_elements = max_request_elements
         self.readiness = readiness  # "strict" (every model) or "any" (one serving model); settings.readiness
+        repository.attach_caller(self.infer)  # python models' BLS calls and ensemble steps come back in here
 
     def element_budget(self) -> ElementBudget:
         """A fresh per-request budget: every front-end's decoder takes one before it allocates any input."""
@@ -32,7 +35,7 @@ class InferenceFacade:
     def infer(self, request: InferenceRequest) -> Deferred[InferenceResult]:
         """Validate, queue and run one request. Errors arrive as TwinferError failures, never raised."""
         try:
-            version = self.repository.get(request.model, request.version)
+            version = self.resolve(request.model, request.version)
             config = version.config
             inputs = validate_inputs(config, request.inputs)
             outputs = validate_outputs(config, request.outputs)
@@ -44,17 +47,48 @@ class InferenceFacade:
         return d.addCallback(lambda out: InferenceResult(name, number, out))
 
     def resolve(self, model: str, version: str | None = None) -> ModelVersion:
-        """The version a request for (model, version) would use; raises ModelNotFound / ModelNotReady."""
-        return self.repository.get(model, version)
+        """The version a request for (model, version) would use; raises ModelNotFound / ModelNotReady. An ensemble
+        is ready only while every model its steps call is."""
+        served = self.repository.get(model, version)
+        depends_on = getattr(served.backend, "depends_on", None)
+        if depends_on:
+            self._check_steps(model, depends_on, {model})
+        return served
+
+    def _check_steps(self, ensemble: str, depends_on: tuple[tuple[str, str | None], ...], seen: set[str]) -> None:
+        for step_model, step_version in depends_on:
+            try:
+                served = self.repository.get(step_model, step_version)
+            except (ModelNotFound, ModelNotReady) as exc:
+                raise ModelNotReady(f"ensemble {ensemble!r} is not ready: step model {step_model!r}: "
+                                    f"{exc.message}") from None
+            nested = getattr(served.backend, "depends_on", None)
+            if nested and step_model not in seen:
+                self._check_steps(ensemble, nested, seen | {step_model})
 
     def config(self, model: str, version: str | None = None) -> ModelConfig:
         return self.resolve(model, version).config
 
     def models(self) -> list[ServedModel]:
-        return self.repository.models()
+        return [self._as_listed(m) for m in self.repository.models()]
 
     def model(self, name: str) -> ServedModel:
-        return self.repository.model(name)
+        return self._as_listed(self.repository.model(name))
+
+    def _as_listed(self, model: ServedModel) -> ServedModel:
+        """An ensemble whose steps are not all ready is listed UNAVAILABLE with the reason (a copy: the
+        repository's own state stays what was loaded)."""
+        if not model.versions:
+            return model
+        newest = model.versions[max(model.versions)]
+        depends_on = getattr(newest.backend, "depends_on", None)
+        if not depends_on:
+            return model
+        try:
+            self._check_steps(model.name, depends_on, {model.name})
+        except ModelNotReady as exc:
+            return replace(model, versions={}, state="UNAVAILABLE", reason=exc.message)
+        return model
 
     def versions_for_statistics(self, name: str | None, version: str | None) -> list[ModelVersion]:
         """Serving versions of one model (or of all models, when name is empty)."""

@@ -24,6 +24,7 @@ class TensorConfig(_Strict):
     datatype: str
     dims: tuple[int, ...]
     labels: tuple[str, ...] | None = None
+    optional: bool = False  # an input a request may leave out (Triton's `optional: true`)
 
     @field_validator("datatype")
     @classmethod
@@ -87,6 +88,21 @@ class ValidationConfig(_Strict):
     batch_size: int = Field(default=32, ge=1)
 
 
+class EnsembleStep(_Strict):
+    """One step of an ensemble (Triton's `ensemble_scheduling.step`): the model it runs and how its tensors map to
+    the ensemble's. `input_map` is step input -> ensemble tensor, `output_map` is step output -> ensemble tensor
+    (Triton's direction for both); -1 = the newest ready version at call time."""
+
+    model_name: str
+    model_version: int = -1
+    input_map: dict[str, str] = {}
+    output_map: dict[str, str] = {}
+
+
+class EnsembleScheduling(_Strict):
+    step: tuple[EnsembleStep, ...] = Field(min_length=1)
+
+
 class ModelConfig(_Strict):
     """Everything the server needs to serve one model."""
 
@@ -101,6 +117,7 @@ class ModelConfig(_Strict):
     warmup: bool = True
     validation: ValidationConfig | None = None
     parameters: dict[str, str] = {}
+    ensemble_scheduling: EnsembleScheduling | None = None  # only with backend `ensemble`
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModelConfig:
@@ -110,6 +127,9 @@ class ModelConfig(_Strict):
                 raise ValueError(f"duplicate {kind} names in {names}")
         if not self.inputs or not self.outputs:
             raise ValueError("a model needs at least one input and one output")
+        if (self.backend.lower() == "ensemble") != (self.ensemble_scheduling is not None):
+            raise ValueError("an ensemble (platform/backend `ensemble`) needs ensemble_scheduling, and "
+                             "ensemble_scheduling needs platform `ensemble`")
         return self
 
     @property

@@ -9,14 +9,19 @@ from pathlib import Path
 import numpy as np
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from twinfer.backends import Backend, BackendOptions, load_backend
+from twinfer.backends.base import RequestListBackend
 from twinfer.errors import ModelLoadError
 from twinfer.inference.batcher import DynamicBatcher, Outputs
 from twinfer.inference.datatypes import to_numpy_dtype
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.statistics import ModelStatistics
 from twinfer.inference.threads import ThreadRunner
+
+_log = Logger()
+HUNG_GRACE_S = 30.0  # how long an unload waits for a python model's execute that does not return
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,14 @@ class FileSignature:
             return cls(path, sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0))
         st = path.stat()
         return cls(path, st.st_size, st.st_mtime_ns)
+
+    @classmethod
+    def of_python_model(cls, model_py: Path) -> FileSignature:
+        """model.py and the helper files beside it (a changed `utils.py` reloads the model too); the bytecode
+        Python writes there on import does not count, or every load would look like a change."""
+        stats = [p.stat() for p in model_py.parent.rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")]
+        return cls(model_py, sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0))
 
 
 def warmup_inputs(config: ModelConfig) -> dict[str, np.ndarray]:
@@ -55,7 +68,7 @@ def load_and_warm(config: ModelConfig, model_file: Path, options: BackendOptions
 
     model_file = find_model_file(model_file.parent, config.backend) or model_file
     backend = load_backend(config, model_file, options)
-    if config.warmup:
+    if config.warmup and getattr(backend, "warms_up", True):  # python models and ensembles: no zeros through user code
         outputs = [t.name for t in config.outputs]
         try:
             backend.run(warmup_inputs(config), outputs)
@@ -80,6 +93,14 @@ def load_and_warm(config: ModelConfig, model_file: Path, options: BackendOptions
     return backend
 
 
+def _timed_run_requests(
+    backend: RequestListBackend, requests: list[tuple[dict[str, np.ndarray], list[str]]]
+) -> tuple[list[Outputs | Exception], int]:
+    start = time.perf_counter_ns()
+    results = backend.run_requests(requests)
+    return results, time.perf_counter_ns() - start
+
+
 def _timed_run(backend: Backend, inputs: dict[str, np.ndarray], outputs: list[str]) -> tuple[Outputs, int]:
     start = time.perf_counter_ns()
     result = backend.run(inputs, outputs)
@@ -102,8 +123,16 @@ class ModelVersion:
         self.stats = ModelStatistics()
         self._backend = backend
         self._threads = threads
+        self._clock = clock
+        self._runs_user_code = hasattr(backend, "run_requests")
+        own_scheduler = getattr(backend, "scheduler", None)
+        if own_scheduler is not None:  # an ensemble: its steps run through the facade, no instance threads
+            self._pool = None
+            self.batcher = own_scheduler(clock, self.stats)
+            return
         self._pool = threads.instance_pool(f"{config.name}-v{version}", config.instance_count)
-        self.batcher = DynamicBatcher(clock, config, self._execute, self.stats)
+        by_request = self._execute_requests if hasattr(backend, "run_requests") else None
+        self.batcher = DynamicBatcher(clock, config, self._execute, self.stats, by_request)
 
     @property
     def name(self) -> str:
@@ -117,12 +146,42 @@ class ModelVersion:
     def _execute(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> Deferred[tuple[Outputs, int]]:
         return self._pool.run(_timed_run, self._backend, inputs, outputs)
 
-    def retire(self) -> Deferred[None]:
-        """Refuse new requests, let queued and running ones finish, then free the threads and the backend."""
-        d = self.batcher.drained()
-        d.addCallback(lambda _: self._threads.run_io(self._release))
-        return d
+    def _execute_requests(
+        self, requests: list[tuple[dict[str, np.ndarray], list[str]]]
+    ) -> Deferred[tuple[list[Outputs | Exception], int]]:
+        return self._pool.run(_timed_run_requests, self._backend, requests)
 
-    def _release(self) -> None:
-        self._pool.stop()
+    def retire(self) -> Deferred[None]:
+        """Refuse new requests, let queued and running ones finish, then free the threads and the backend.
+
+        User code (a python model) may never return: then its version is released after HUNG_GRACE_S all the
+        same (its requests have already failed with their timeouts), the stuck threads are left behind (Python
+        cannot stop a thread) and an unload or a shutdown still completes."""
+        d = self.batcher.drained()
+        if not self._runs_user_code:
+            d.addCallback(lambda _: self._threads.run_io(self._release))
+            return d
+        done: Deferred[None] = Deferred()
+        released: list[bool] = []
+
+        def release(wait: bool) -> None:
+            if released:
+                return
+            released.append(True)
+            if give_up.active():
+                give_up.cancel()
+            self._threads.run_io(self._release, wait).chainDeferred(done)
+
+        def hung() -> None:
+            _log.warn("model {name} version {v}: execute still running {s:.0f} s after the unload began; releasing "
+                      "it anyway", name=self.name, v=self.version, s=HUNG_GRACE_S)
+            release(False)
+
+        give_up = self._clock.callLater(HUNG_GRACE_S, hung)
+        d.addCallback(lambda _: release(True))
+        return done
+
+    def _release(self, wait: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.stop(wait)
         self._backend.close()

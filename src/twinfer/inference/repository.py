@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, DeferredLock, gatherResults, inlineCallbacks
@@ -22,7 +22,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twinfer.backends import BackendOptions
+from twinfer.backends.base import canonical_backend
 from twinfer.errors import ConfigError, InvalidInput, ModelLoadError, ModelNotFound, ModelNotReady
+from twinfer.inference.caller import ModelCaller
 from twinfer.inference.config_loading import find_model_file, load_model_config
 from twinfer.inference.model_config import ModelConfig, VersionPolicy
 from twinfer.inference.model_version import FileSignature, ModelVersion, load_and_warm
@@ -53,6 +55,7 @@ class ModelOnDisk:
     config_files: tuple[FileSignature, ...]
     policy: VersionPolicy | None = None
     skipped: tuple[str, ...] = ()
+    bare_versions: dict[int, FileSignature] = field(default_factory=dict)  # no model file: an ensemble's "1/"
 
 
 @dataclass(slots=True)
@@ -139,16 +142,18 @@ def scan_model(model_dir: Path, policy: VersionPolicy | None = None,
     candidates = sorted(numbered, reverse=True)
     if policy is not None and policy.policy == "specific":
         candidates = [v for v in candidates if v in policy.versions]
-    versions = {}
+    versions, bare = {}, {}
     for number in candidates:
         model_file = find_model_file(model_dir / numbered[number])
-        if model_file is not None:
-            versions[number] = FileSignature.of(model_file)
-            if policy is not None and policy.policy == "latest" and len(versions) >= policy.latest_n:
-                break
+        if model_file is None:
+            bare[number] = FileSignature.of(model_dir / numbered[number])  # an ensemble's empty "1/"
+            continue
+        versions[number] = (FileSignature.of_python_model(model_file) if model_file.name == "model.py"
+                            else FileSignature.of(model_file))
+        if policy is not None and policy.policy == "latest" and len(versions) >= policy.latest_n:
+            break
     configs = tuple(FileSignature.of(model_dir / n) for n in CONFIG_FILES if (model_dir / n).is_file())
-    return ModelOnDisk(model_dir.name, model_dir, versions, configs, policy, skipped)
-
+    return ModelOnDisk(model_dir.name, model_dir, versions, configs, policy, skipped, bare)
 
 class ModelRepository:
     def __init__(
@@ -169,6 +174,11 @@ class ModelRepository:
         self._poll_lock = DeferredLock()  # one scan at a time; the reconciles it starts run on per-model locks
         self._skipped_logged: set[tuple[str, str]] = set()
         self._listings: dict[Path, Listing] = {}  # the scan thread's, under the poll lock
+
+    def attach_caller(self, infer: Callable) -> None:
+        """Let the backends loaded from now on (python models, ensembles) call models through `infer` (the
+        facade's), on this repository's reactor."""
+        self._options = replace(self._options, caller=ModelCaller(self._clock, infer))
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -336,6 +346,8 @@ class ModelRepository:
             # (`latest: 1` falls back to the next newest): list every version.
             entry = yield self._threads.run_io(scan_model, entry.path, None)
         config_changed = force or config != model.config
+        if canonical_backend(config.backend) == "ensemble":  # its versions are directories without a model file
+            entry = replace(entry, versions={**entry.bare_versions, **entry.versions})
         if not config.version_policy.select(list(entry.versions)):
             self._mark_failed(model, "no version directory with a model file")
             yield self._retire_all(model, "no versions on disk")

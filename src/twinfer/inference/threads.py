@@ -18,7 +18,7 @@ T = TypeVar("T")
 class InstancePool(Protocol):
     def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]: ...
 
-    def stop(self) -> None: ...
+    def stop(self, wait: bool = True) -> None: ...
 
 
 class ThreadRunner(Protocol):
@@ -61,10 +61,13 @@ class _ThreadInstancePool:
             else:
                 call_from_thread(d.callback, result)
 
-    def stop(self) -> None:
-        """Let queued runs finish, then end the threads (waiting for them, as ThreadPool.stop did)."""
+    def stop(self, wait: bool = True) -> None:
+        """Let queued runs finish, then end the threads (waiting for them, as ThreadPool.stop did, unless `wait` is
+        False: a python model's execute that never returns must not hold up an unload or a shutdown)."""
         for _ in self._threads:
             self._queue.put(None)
+        if not wait:
+            return
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join()

@@ -21,6 +21,8 @@ def validate_inputs(config: ModelConfig, inputs: dict[str, np.ndarray]) -> dict[
     for spec in config.inputs:
         array = inputs.get(spec.name)
         if array is None:
+            if spec.optional:
+                continue
             raise InvalidInput(f"model {config.name!r}: missing input {spec.name!r}")
         datatype = from_numpy_dtype(array.dtype)
         if datatype != spec.datatype:
@@ -37,6 +39,8 @@ def validate_inputs(config: ModelConfig, inputs: dict[str, np.ndarray]) -> dict[
                 raise InvalidInput(f"inputs disagree on batch size: {batch} and {rows} ({spec.name!r})")
             batch = rows
         ordered[spec.name] = array
+    if not ordered:
+        raise InvalidInput(f"model {config.name!r}: a request needs at least one input")
     return ordered
 
 

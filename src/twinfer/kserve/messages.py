@@ -50,7 +50,7 @@ def triton_config(config: ModelConfig) -> mc.ModelConfig:
         platform=platform_of(config),
         backend=config.backend,
         max_batch_size=config.max_batch_size,
-        input=[tensor(mc.ModelInput, t) for t in config.inputs],
+        input=[_optional(tensor(mc.ModelInput, t), t) for t in config.inputs],
         output=[tensor(mc.ModelOutput, t) for t in config.outputs],
         instance_group=[mc.ModelInstanceGroup(name=config.name, kind=mc.ModelInstanceGroup.KIND_CPU,
                                               count=config.instance_count)],
@@ -72,6 +72,12 @@ def triton_config(config: ModelConfig) -> mc.ModelConfig:
         out.parameters[key].string_value = value
     for name, labels in output_labels(config).items():
         out.parameters[f"{LABELS_PARAMETER}.{name}"].string_value = json.dumps(labels)
+    if config.ensemble_scheduling is not None:  # Triton's shape: an ensemble has a platform, no backend, no instances
+        out.backend = ""
+        del out.instance_group[:]
+        for step in config.ensemble_scheduling.step:
+            out.ensemble_scheduling.step.add(model_name=step.model_name, model_version=step.model_version,
+                                             input_map=step.input_map, output_map=step.output_map)
     return out
 
 
@@ -87,6 +93,11 @@ def model_metadata_json(model: ServedModel, version: ModelVersion) -> dict:
         if tensor["name"] in labels:
             tensor["parameters"] = {LABELS_PARAMETER: labels[tensor["name"]]}
     return body
+
+
+def _optional(message: mc.ModelInput, tensor: TensorConfig) -> mc.ModelInput:
+    message.optional = tensor.optional
+    return message
 
 
 def model_statistics(version: ModelVersion) -> pb.ModelStatistics:
