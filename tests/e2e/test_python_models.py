@@ -291,7 +291,9 @@ def test_twinfer_models_and_the_repository_index_list_them(served):
     server, _, _ = served
     out = subprocess.run([sys.executable, "-m", "twinfer", "models", "--server", f"127.0.0.1:{server.tcp}"],
                          capture_output=True, text=True, timeout=60, check=True).stdout
-    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in out.splitlines()}
+    import re
+
+    rows = {parts[0]: parts[1:] for parts in (re.split(r"\s{2,}", line.strip()) for line in out.splitlines())}
     assert rows["add_sub"][:2] == ["READY", "versions=1"] and rows["pipeline"][0] == "READY"
     assert rows["orphan"][0] == "UNAVAILABLE" and "step model 'not_there'" in rows["orphan"][2]
     index = {m["name"]: m for m in httpclient.InferenceServerClient(server.http).get_model_repository_index()}
