@@ -27,6 +27,19 @@ def small_binary_request(model: str = "tiny") -> bytes:
                           b"Inference-Header-Content-Length: " + str(len(header)).encode() + b"\r\n")
 
 
+def large_binary_request(json_bytes: int, model: str = "tiny") -> bytes:
+    """The same tensor as `large_json_request(json_bytes)` would carry, in as many bytes, with the binary extension:
+    the same transfer for the server, without the JSON to parse (the model refuses the shape after decoding)."""
+    n = json_bytes // 20
+    header = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, n], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 4 * n}}]}).encode()
+    payload = np.random.default_rng(2).standard_normal(n).astype(np.float32).tobytes()
+    padding = max(0, json_bytes - len(header) - len(payload))  # the JSON body's size: pad the header with spaces
+    header = header + b" " * padding
+    return _infer_request(f"/v2/models/{model}/infer", header + payload,
+                          b"Inference-Header-Content-Length: " + str(len(header)).encode() + b"\r\n")
+
+
 def large_json_request(json_bytes: int, model: str = "tiny") -> bytes:
     """A JSON infer of about `json_bytes` (a [1, n] FP32 tensor; the model refuses the shape after parsing it)."""
     n = json_bytes // 20
@@ -83,12 +96,12 @@ def latencies(address: str, count: int) -> np.ndarray:
     return out
 
 
-def _send_large(address: str, json_bytes: int, ready: Any, active: Any, stop: Any, answered: Any,
+def _send_large(address: str, json_bytes: int, binary: bool, ready: Any, active: Any, stop: Any, answered: Any,
                 statuses: Any) -> None:
     """The load generator, in a process of its own at low priority: a thread of the test process would share the
     bystander's GIL (and, niced, hold it while preempted), so the test would measure itself."""
     os.nice(19)
-    request = large_json_request(json_bytes)
+    request = large_binary_request(json_bytes) if binary else large_json_request(json_bytes)
     conn = KeepAlive(address, timeout=120)
     ready.set()
     try:
@@ -104,12 +117,12 @@ def _send_large(address: str, json_bytes: int, ready: Any, active: Any, stop: An
 class LargeJsonSender:
     """Sends large JSON infers back to back on its own connection while `active` is set."""
 
-    def __init__(self, address: str, json_bytes: int) -> None:
+    def __init__(self, address: str, json_bytes: int, binary: bool = False) -> None:
         context = multiprocessing.get_context("spawn")
         self.active, self._stop, self._ready = context.Event(), context.Event(), context.Event()
         self.answered = context.Value("i", 0)
         self._statuses = context.Queue()
-        self._process = context.Process(target=_send_large, args=(address, json_bytes, self._ready, self.active,
+        self._process = context.Process(target=_send_large, args=(address, json_bytes, binary, self._ready, self.active,
                                                                   self._stop, self.answered, self._statuses),
                                         daemon=True)
 
@@ -134,25 +147,35 @@ class LargeJsonSender:
 
 
 def measure(address: str, json_bytes: int, rounds: int = 4, per_window: int = 1000) -> dict[str, object]:
-    """Alternating quiet and loaded windows, so the shared machine's own noise falls on both alike."""
+    """The bystander's latency in alternating windows: quiet, beside large *binary* bodies (the same bytes on the
+    wire, nothing to parse: what moving them costs anyone on two shared cores) and beside large JSON bodies (the
+    parse on top). Alternating lets the machine's own noise fall on all three alike."""
     latencies(address, 200)  # warm up
-    base, loaded = [], []
-    with LargeJsonSender(address, json_bytes) as sender:
+    windows: dict[str, list[np.ndarray]] = {"base": [], "binary": [], "loaded": []}
+    with LargeJsonSender(address, json_bytes) as json_sender, \
+            LargeJsonSender(address, json_bytes, binary=True) as binary_sender:
         for _ in range(rounds):
-            base.append(latencies(address, per_window))
-            answered = sender.answered.value
-            sender.active.set()
-            while sender.answered.value == answered:  # one large body answered: the load is on
-                time.sleep(0.005)
-            loaded.append(latencies(address, per_window))
-            sender.active.clear()
+            windows["base"].append(latencies(address, per_window))
+            for name, sender in (("binary", binary_sender), ("loaded", json_sender)):
+                answered = sender.answered.value
+                sender.active.set()
+                while sender.answered.value == answered:  # one large body answered: the load is on
+                    time.sleep(0.005)
+                windows[name].append(latencies(address, per_window))
+                sender.active.clear()
+                while sender.answered.value < answered + 1:
+                    time.sleep(0.005)
         time.sleep(0.2)
-        statuses = sender.statuses()
-    b, lo = np.concatenate(base), np.concatenate(loaded)
-    return {"base_p50_ms": 1e3 * float(np.percentile(b, 50)), "base_p99_ms": 1e3 * float(np.percentile(b, 99)),
-            "loaded_p50_ms": 1e3 * float(np.percentile(lo, 50)),
-            "loaded_p99_ms": 1e3 * float(np.percentile(lo, 99)), "large_answered": len(statuses),
-            "large_statuses": sorted(set(statuses))}
+        statuses = json_sender.statuses()
+        binary_statuses = binary_sender.statuses()
+    out: dict[str, object] = {}
+    for name, parts in windows.items():
+        joined = np.concatenate(parts)
+        out[f"{name}_p50_ms"] = 1e3 * float(np.percentile(joined, 50))
+        out[f"{name}_p99_ms"] = 1e3 * float(np.percentile(joined, 99))
+    out |= {"large_answered": len(statuses), "large_statuses": sorted(set(statuses)),
+            "binary_statuses": sorted(set(binary_statuses))}
+    return out
 
 
 if __name__ == "__main__":

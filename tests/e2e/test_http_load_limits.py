@@ -21,16 +21,19 @@ MB = 1024 * 1024
 
 def test_a_bystander_keeps_its_p99_while_large_json_bodies_arrive(tmp_path, server_factory):
     """Before: each 7 MB JSON body was parsed on the reactor (~66 ms), and the bystander's p99 went from 4.0 to
-    143 ms (0.4 to 40 ms on a quieter machine). Now it is parsed in a child process and the bystander's p99 stays
-    within 2x of its own (measured 1.21 -> 0.70, 0.64 -> 0.98, 4.41 -> 4.58 ms); the baseline is floored at 0.5 ms,
-    since one scheduler hiccup on this shared 2-core machine is more than 2x of a 0.3 ms p99."""
+    143 ms (0.4 to 40 ms on a quieter machine). Now it is parsed in a child process, and beside back-to-back 7 MB
+    JSON bodies the bystander's p99 stays within 2x of its p99 beside the same bytes sent as binary tensors (moving
+    7 MB bodies over loopback on two cores shared with the sender costs any bystander ~1-2 ms at p99 by itself:
+    measured quiet 0.3-0.6 ms, beside such traffic 1.5-2.5 ms, with or without JSON; the JSON parse must add no more
+    than that again). The quiet p99 is reported too; the baseline is floored at 0.5 ms for scheduler noise."""
     server = server_factory(make_repository(tmp_path / "repo"), "--insecure-dev", "--tcp-port", "-1",
                             "--grpc-port", "-1")
     result = measure(server.http, 7_000_000, rounds=8, per_window=1000)
     print(result)
     assert result["large_statuses"] == [400]  # parsed, then refused by the model's shape check: not a 413
     assert result["large_answered"] >= 4
-    assert result["loaded_p99_ms"] <= 2 * max(result["base_p99_ms"], 0.5), result
+    assert result["binary_statuses"] == [400]
+    assert result["loaded_p99_ms"] <= 2 * max(result["binary_p99_ms"], 0.5), result
     assert server.stop() == 0
     assert "Traceback" not in server.log()
 

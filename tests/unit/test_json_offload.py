@@ -9,18 +9,24 @@ import queue
 import numpy as np
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from twinfer.errors import InvalidInput
+from twinfer.errors import InvalidInput, Overloaded
 from twinfer.http.infer_codec import ParsedInfer, parse_infer
 from twinfer.http.json_offload import ProcessDecoder
 
 
 class ThreadReactor:
-    """callFromThread onto a queue the test drains: the decoder's only use of the reactor."""
+    """callFromThread onto a queue the test drains, callLater on a Clock the test advances: the decoder's uses of
+    the reactor."""
 
     def __init__(self) -> None:
         self.calls: queue.Queue = queue.Queue()
+        self.clock = Clock()
+
+    def callLater(self, delay, f, *args, **kwargs):  # noqa: N802 - Twisted's name
+        return self.clock.callLater(delay, f, *args, **kwargs)
 
     def callFromThread(self, f, *args, **kwargs) -> None:  # noqa: N802 - Twisted's name
         self.calls.put((f, args, kwargs))
@@ -75,3 +81,18 @@ def test_errors_come_back_typed_and_a_dead_child_is_replaced(decoder):
     dec._child.join(10)
     parsed = settle(reactor, dec.parse("m", None, chunks_of(body(50_000)), None))
     assert parsed.request.inputs["X"].shape == (1, 50_000)
+
+
+def test_a_parse_the_child_cannot_finish_in_time_is_refused_and_its_late_answer_dropped(decoder):
+    """The child runs SCHED_IDLE (the reactor must never wait for it): on a saturated machine it may not run at all,
+    so a large body waits at most PARSE_TIMEOUT_S, then gets Overloaded (503) instead of hanging."""
+    reactor, dec = decoder
+    results: list = []
+    dec.parse("m", None, chunks_of(body(40_000)), None).addBoth(results.append)
+    reactor.clock.advance(dec.timeout_s)
+    assert len(results) == 1 and isinstance(results[0], Failure) and results[0].check(Overloaded)
+    f, args, kwargs = reactor.calls.get(timeout=60)  # the child's answer, late: delivered to nobody
+    f(*args, **kwargs)
+    assert len(results) == 1
+    ok = settle(reactor, dec.parse("m", None, chunks_of(body(40_000)), None))  # the decoder still works
+    assert isinstance(ok, ParsedInfer)

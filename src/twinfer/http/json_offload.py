@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twinfer.errors import Unavailable
+from twinfer.errors import Overloaded, Unavailable
 from twinfer.http.infer_codec import ParsedInfer, parse_infer
 from twinfer.inference.limits import DEFAULT_MAX_ELEMENTS, ElementBudget
 
@@ -39,6 +39,7 @@ log = Logger()
 
 OFFLOAD_JSON_BYTES = 512 * 1024  # ~3.5 ms of parsing on the reactor; above it, the child parses
 CHILD_NICENESS = 19
+PARSE_TIMEOUT_S = 30.0  # a large JSON body not parsed by then (a saturated machine) is refused, 503
 
 
 def json_part_size(size: int, header_length: bytes | None) -> int:
@@ -113,17 +114,17 @@ def _recv_answer(conn: Any, raw: socket.socket) -> tuple[bool, Any]:
 
 
 def _lower_priority() -> None:
-    """SCHED_BATCH at the lowest nice (Linux): the reactor preempts the parser, yet a fully busy machine still gives
-    it a share. SCHED_IDLE (no share at all) had been tried: under a saturating load it could starve a large JSON
-    request indefinitely, with no timeout to end it."""
+    """SCHED_IDLE where there is one (Linux): any runnable normal task, the reactor first, preempts the parser at
+    once; a nice value alone still let it hold a core for a scheduler slice (~1 ms) the reactor then waited for
+    (SCHED_BATCH at nice 19: bystander p99 0.5 -> 2.1 ms under 7 MB bodies). A saturated machine may then starve the
+    parser: PARSE_TIMEOUT_S bounds what that costs a request."""
     try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
-        pass
-    try:
-        os.nice(CHILD_NICENESS)
-    except OSError:
-        pass
+        try:
+            os.nice(CHILD_NICENESS)
+        except OSError:
+            pass
 
 
 def _child_main(conn: Any) -> None:
@@ -151,9 +152,11 @@ class ProcessDecoder:
     """One child process (started on first use, with `spawn`: the server has threads, and a forked copy of them
     is unsafe) and one thread that feeds it, one body at a time, in arrival order."""
 
-    def __init__(self, reactor: Any, threshold_bytes: int = OFFLOAD_JSON_BYTES) -> None:
+    def __init__(self, reactor: Any, threshold_bytes: int = OFFLOAD_JSON_BYTES,
+                 timeout_s: float = PARSE_TIMEOUT_S) -> None:
         self._reactor = reactor
         self.threshold_bytes = threshold_bytes
+        self.timeout_s = timeout_s
         self._jobs: queue.SimpleQueue[tuple[Deferred[ParsedInfer], tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._child: Any = None
@@ -169,8 +172,24 @@ class ProcessDecoder:
             self._thread = threading.Thread(target=self._feed, name="twinfer-json-decoder", daemon=True)
             self._thread.start()
         d: Deferred[ParsedInfer] = Deferred()
+        expiry = self._reactor.callLater(self.timeout_s, self._expire, d)
         self._jobs.put((d, (model, version, header_length, chunks, max_elements)))
-        return d
+        return d.addBoth(self._cancel, expiry)
+
+    @staticmethod
+    def _cancel(result: Any, expiry: Any) -> Any:
+        if expiry.active():
+            expiry.cancel()
+        return result
+
+    def _expire(self, d: Deferred[ParsedInfer]) -> None:
+        if not d.called:  # the feeder's late answer for it is dropped
+            d.errback(Overloaded(f"a large JSON body waited more than {self.timeout_s:g} s to be parsed (the server "
+                                 "is saturated); retry, or send tensors with the binary extension"))
+
+    def _deliver(self, d: Deferred[ParsedInfer], ok: bool, value: Any) -> None:
+        if not d.called:
+            (d.callback if ok else d.errback)(value)
 
     def _feed(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -185,7 +204,7 @@ class ProcessDecoder:
             except BaseException:  # noqa: BLE001 - handed to the request, as deferToThread does
                 ok, value = False, Failure()
             del chunks
-            self._reactor.callFromThread(d.callback if ok else d.errback, value)
+            self._reactor.callFromThread(self._deliver, d, ok, value)
 
     def _round_trip(self, model: str, version: str | None, header_length: bytes | None,
                     chunks: list[bytes], max_elements: int) -> tuple[bool, Any]:
