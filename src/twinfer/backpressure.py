@@ -44,3 +44,26 @@ class ReadPauser:
 
     def stopProducing(self) -> None:
         self.paused = True
+
+
+class HandshakePending:
+    """Stands in for a ReadPauser on a TLS connection until its handshake completes. Twisted's TLS layer pauses a
+    registered producer whenever it has to buffer a write (before the handshake is done, for one), and a ReadPauser
+    answers by pausing the transport's reading, which the handshake itself needs: the connection then waits for
+    itself (seen as logins that never arrived under load). Register the real pauser in `handshakeCompleted`."""
+
+    paused = False
+    registered = False
+    on_resume: Callable[[], None] | None = None
+
+    def unregister(self) -> None:
+        pass
+
+
+def read_pauser_for(transport: Any) -> ReadPauser | HandshakePending:
+    """A ReadPauser now, or, on a TLS transport, a stand-in until `handshakeCompleted` makes the real one."""
+    from twisted.internet.interfaces import ISSLTransport
+
+    if ISSLTransport.providedBy(transport):
+        return HandshakePending()
+    return ReadPauser(transport)

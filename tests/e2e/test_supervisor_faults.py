@@ -73,7 +73,10 @@ def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path, server_f
         server.process.kill()
         server.process.wait(10)
         wait_until(lambda: not any(alive(p) for p in pids), timeout=30, what="both orphaned workers gone")
-        assert server.log().count("supervisor (parent) is gone: draining and exiting") == 2
+        log = server.log()
+        # Each noticed it one way or the other (the pipe from the supervisor, or the kernel's PR_SET_PDEATHSIG
+        # SIGTERM, whichever comes first) and drained to a clean stop.
+        assert log.count("[twinfer.server.app#info] stopped") == 2, log
     finally:
         kill_all(pids)
 

@@ -20,12 +20,13 @@ from typing import Protocol as TypingProtocol
 
 import httptools
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 from twisted.python.failure import Failure
 
-from twinfer.backpressure import ReadPauser
+from twinfer.backpressure import ReadPauser, read_pauser_for
 from twinfer.errors import TwinferError
 from twinfer.http.body_budget import BodyBudget
 from twinfer.http.errors import status_for
@@ -121,6 +122,7 @@ class _Slot:
         self.keep_alive = keep_alive
 
 
+@implementer(IHandshakeListener)
 class HttpConnection(Protocol):
     def __init__(self, factory: HttpFactory) -> None:
         self.factory = factory
@@ -160,9 +162,14 @@ class HttpConnection(Protocol):
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)  # small RPC answers: never wait for Nagle
         self.factory.connections += 1
-        self._pauser = ReadPauser(self.transport)
+        self._pauser = read_pauser_for(self.transport)
         self._last_seen = self._clock.seconds()
         self._idle_call = self._clock.callLater(self.factory.idle_timeout_s, self._check_idle)
+
+    def handshakeCompleted(self) -> None:
+        """TLS only: now the read pauser can be registered (see backpressure.HandshakePending)."""
+        if not self._lost and not self._pauser.registered:
+            self._pauser = ReadPauser(self.transport)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closing = True

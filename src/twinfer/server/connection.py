@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 from twisted.python.failure import Failure
 
-from twinfer.backpressure import ReadPauser
+from twinfer.backpressure import ReadPauser, read_pauser_for
 from twinfer.errors import (
     FrameTooLarge,
     InvalidFrame,
@@ -53,6 +54,7 @@ class ConnectionLimits:
     close_grace_s: float = 2.0
 
 
+@implementer(IHandshakeListener)
 class GameConnection(Protocol):
     def __init__(self, factory: GameServerFactory) -> None:
         self.factory = factory
@@ -74,7 +76,7 @@ class GameConnection(Protocol):
     def connectionMade(self) -> None:
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)  # small RPC answers: never wait for Nagle
-        self._pauser = ReadPauser(self.transport)
+        self._pauser = read_pauser_for(self.transport)
         self._pauser.on_resume = self._handle_buffered
         peer = self.transport.getPeer()
         host = getattr(peer, "host", "")
@@ -84,6 +86,12 @@ class GameConnection(Protocol):
         self._idle_call = self._clock.callLater(self._limits.idle_timeout_s, self._check_idle)
         if self.factory.context.auth.required:
             self._login_call = self._clock.callLater(self._limits.login_timeout_s, self._check_login)
+
+    def handshakeCompleted(self) -> None:
+        """TLS only: now the read pauser can be registered (see backpressure.HandshakePending)."""
+        if not self._closing and not self._pauser.registered:
+            self._pauser = ReadPauser(self.transport)
+            self._pauser.on_resume = self._handle_buffered
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closing = True
