@@ -132,3 +132,20 @@ def face_net_with_batch_norm_statistics(seed: int, scale: float = 2.0) -> Any:
         model(torch.rand(16, 1, 128, 128) * scale)
     model.eval()
     return model
+
+
+def parse_live_link_with_struct(packet: bytes) -> tuple:
+    """An independent parse of DESIGN §8's layout: version, device, subject, frame time, count, 61 floats."""
+    import struct
+
+    (version,) = struct.unpack_from(">B", packet, 0)
+    (n,) = struct.unpack_from(">i", packet, 1)
+    device = packet[5 : 5 + n].decode()
+    offset = 5 + n
+    (n,) = struct.unpack_from(">i", packet, offset)
+    subject = packet[offset + 4 : offset + 4 + n].decode()
+    offset += 4 + n
+    frame, sub_frame, numerator, denominator, count = struct.unpack_from(">ifiiB", packet, offset)
+    values = struct.unpack_from(f">{count}f", packet, offset + 17)
+    assert len(packet) == offset + 17 + 4 * count
+    return version, device, subject, frame, sub_frame, numerator, denominator, count, values

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import socket
-import struct
 import threading
 import time
 
@@ -13,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import wait_until
 from tests.e2e.vmc_receiver import VmcReceiver
+from tests.support import parse_live_link_with_struct
 from twinfer.arkit import ARKIT_BLENDSHAPES
 from twinfer.client import Client
 from twinfer.client.streams import StreamSender, target
@@ -92,18 +92,10 @@ def test_live_link_packet_parses_with_struct(face_server):
         sender.send_frame(np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8))
         packet, _ = sock.recvfrom(65535)
         sender.close()
-    version = packet[0]
-    (n,) = struct.unpack_from(">i", packet, 1)
-    device = packet[5 : 5 + n].decode()
-    offset = 5 + n
-    (n,) = struct.unpack_from(">i", packet, offset)
-    subject = packet[offset + 4 : offset + 4 + n].decode()
-    offset += 4 + n
-    frame, sub_frame, numerator, denominator, count = struct.unpack_from(">ifiiB", packet, offset)
-    values = struct.unpack_from(f">{count}f", packet, offset + 17)
+    version, device, subject, frame, sub_frame, numerator, denominator, count, values = \
+        parse_live_link_with_struct(packet)  # checks the packet ends right after its `count` floats
     assert (version, subject, count, numerator, denominator) == (6, "Stage Left", 61, 60, 1)
     assert device.startswith("twinfer-") and frame > 0 and 0 <= sub_frame < 1
-    assert len(packet) == offset + 17 + 4 * 61
     assert all(0.0 <= v <= 1.0 for v in values[:52]) and any(v > 0 for v in values[:52])
     assert values[52:] == (0.0,) * 9
 

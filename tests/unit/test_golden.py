@@ -23,7 +23,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from tests.support import SyncThreads, make_repository
+from tests.support import SyncThreads, make_repository, parse_live_link_with_struct
 from tests.unit.test_stream_limits import build_image_model
 from twinfer.client import messages
 from twinfer.client.errors import SessionClosed
@@ -263,16 +263,9 @@ def golden_result() -> FrameResult:
 def test_the_live_link_packet_has_the_documented_layout():
     data = bytes.fromhex(OUTPUTS["livelink_hex"])
     r = OUTPUTS["result"]
-    assert data[0] == 6
-    (n,) = struct.unpack_from(">i", data, 1)
-    device = data[5 : 5 + n].decode()
-    offset = 5 + n
-    (m,) = struct.unpack_from(">i", data, offset)
-    subject = data[offset + 4 : offset + 4 + m].decode()
-    offset += 4 + m
-    frame, sub_frame, numerator, denominator, count = struct.unpack_from(">ifiiB", data, offset)
-    values = struct.unpack_from(">61f", data, offset + 17)
-    assert offset + 17 + 61 * 4 == len(data)
+    version, device, subject, frame, sub_frame, numerator, denominator, count, values = \
+        parse_live_link_with_struct(data)  # checks the packet ends right after its `count` floats
+    assert version == 6
     assert (device, subject, numerator, denominator, count) == (f"twinfer-{r['stream_id']}", r["subject"], 60, 1, 61)
     frames = r["capture_time_ns"] / 1e9 * 60
     assert frame == int(frames) % 2**31 and sub_frame == pytest.approx(frames - int(frames), abs=1e-3)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import struct
 
 import numpy as np
 import pytest
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 
+from tests.support import parse_live_link_with_struct
 from twinfer.arkit import ARKIT_BLENDSHAPES
 from twinfer.faces.reading import CalibrationState, FaceReading
 from twinfer.protocol import game_pb2
@@ -183,25 +183,11 @@ def test_vmc_head_and_eye_bones_carry_the_pose():
 
 # --- Live Link -----------------------------------------------------------------------------------------------------
 
-def parse_with_struct(packet: bytes) -> tuple:
-    """An independent parse of DESIGN §8's layout: version, device, subject, frame time, count, 61 floats."""
-    (version,) = struct.unpack_from(">B", packet, 0)
-    (n,) = struct.unpack_from(">i", packet, 1)
-    device = packet[5 : 5 + n].decode()
-    offset = 5 + n
-    (n,) = struct.unpack_from(">i", packet, offset)
-    subject = packet[offset + 4 : offset + 4 + n].decode()
-    offset += 4 + n
-    frame, sub_frame, numerator, denominator, count = struct.unpack_from(">ifiiB", packet, offset)
-    values = struct.unpack_from(f">{count}f", packet, offset + 17)
-    assert len(packet) == offset + 17 + 4 * count
-    return version, device, subject, frame, sub_frame, numerator, denominator, count, values
-
 
 def test_live_link_packet_fully_parsed_with_rotations_in_degrees_over_180():
     reading = face(yaw=D(45), pitch=D(-18), roll=D(9), left=(D(10), D(-20)), right=(D(-5), D(15)))
     packet = FORMATS["livelink"]("Stage Left").encode(result(reading))[0]
-    version, device, subject, frame, sub_frame, num, den, count, values = parse_with_struct(packet)
+    version, device, subject, frame, sub_frame, num, den, count, values = parse_live_link_with_struct(packet)
     assert (version, device, subject, num, den, count) == (6, "twinfer-3", "Stage Left", 60, 1, 61)
     assert frame == 90 and sub_frame == pytest.approx(0.0, abs=1e-6)  # 1.5 s at 60 fps
     np.testing.assert_allclose(values[:52], np.linspace(0, 1, 52), atol=1e-6)
@@ -213,7 +199,7 @@ def test_live_link_packet_fully_parsed_with_rotations_in_degrees_over_180():
 
 def test_live_link_without_a_face_leaves_the_rotations_at_zero_and_maps_labels_by_name():
     r = result(None, labels=("jawOpen", "notAShape"), values=np.array([0.25, 0.75], np.float32))
-    values = parse_with_struct(FORMATS["livelink"]("Face").encode(r)[0])[-1]
+    values = parse_live_link_with_struct(FORMATS["livelink"]("Face").encode(r)[0])[-1]
     assert values[ARKIT_BLENDSHAPES.index("jawOpen")] == 0.25 and sum(values) == 0.25
 
 
