@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import gevent.ssl
 import numpy as np
@@ -100,6 +101,30 @@ def test_game_and_http_over_tls(ca, tmp_path, server_factory):
         assert client.infer("tiny", {"INPUT0": X})["OUTPUT0"].shape == (2, 16)
     assert server.stop() == 0
     assert "Traceback" not in server.log()
+
+
+def test_tls_logins_from_many_threads_all_arrive(ca, tmp_path, server_factory):
+    """The client reads on its own thread while the caller writes. Over an `ssl.SSLSocket` that is two threads in
+    one OpenSSL object, which OpenSSL forbids: logins went missing (the server kicked them after its login timeout;
+    the old client lost several of these 120 in every run). The client's TlsSocket keeps TLS state behind a lock."""
+    server = server_factory(make_repository(tmp_path / "repo"), env=server_files(ca, tmp_path))
+    context = client_context(ca)
+
+    def login_and_ping(i: int) -> str | None:
+        try:
+            user_token = TokenAuthority(SECRET).issue(f"user-{i}", int(time.time()) + 600)
+            with Client("127.0.0.1", server.tcp, token=user_token, ssl_context=context, timeout=5) as client:
+                client.ping()
+                if i % 20 == 0:
+                    np.testing.assert_allclose(client.infer("tiny", {"INPUT0": X})["OUTPUT0"], tiny_reference(X),
+                                               rtol=1e-5, atol=1e-5)
+            return None
+        except Exception as exc:  # noqa: BLE001 - collected, so one failure shows with the others
+            return f"{i}: {exc!r}"
+
+    with ThreadPoolExecutor(6) as pool:
+        failures = [failure for failure in pool.map(login_and_ping, range(120)) if failure]
+    assert failures == []
 
 
 def test_mutual_tls_refuses_a_client_without_a_certificate(ca, tmp_path, server_factory):

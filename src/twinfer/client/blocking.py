@@ -27,6 +27,7 @@ import numpy as np
 
 from twinfer.client import messages
 from twinfer.client.errors import SessionClosed
+from twinfer.client.tls import TlsSocket
 from twinfer.protocol import game_pb2
 from twinfer.protocol.framing import FrameDecoder
 
@@ -61,7 +62,7 @@ class Client:
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if ssl_context is not None:
             try:
-                self._sock = ssl_context.wrap_socket(self._sock, server_hostname=host)  # handshakes here
+                self._sock = TlsSocket(self._sock, ssl_context, server_hostname=host)  # handshakes here
             except BaseException:
                 self._sock.close()
                 raise
