@@ -195,7 +195,9 @@ def face_tracker_config_text() -> str:
 TRACKER_SETTINGS = ("# The face solver's settings (twinfer.faces.solver.FaceSolver)\n"
                     "score_threshold: 0.5   # below this face-present score a frame counts as no face\n"
                     "hfov_deg: 60           # the camera's horizontal field of view, for the head's distance\n"
-                    "ease_s: 0.5            # once the face is lost, values ease to neutral over this\n")
+                    "ease_s: 0.5            # once the face is lost, values ease to neutral over this\n"
+                    "# batch_across_streams: true  # run the model calls through the batchers (pays on a GPU;\n"
+                    "#                             # on a CPU each frame runs inline, faster: face_processor.py)\n")
 
 
 def _text_writer(text: str) -> Callable[[Path], None]:

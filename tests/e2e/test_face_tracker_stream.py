@@ -1,5 +1,5 @@
-"""A real server's `face_tracker` stream (FaceTrackerProcessor: the three models through the facade, the numpy
-steps on worker threads) against MediaPipe's own face mesh on the parity sequence (tests/face_frames.py): the
+"""A real server's `face_tracker` stream (FaceTrackerProcessor: each frame inline on a frame thread, or with
+`batch_across_streams` its three model calls through the facade's batchers) against MediaPipe's own face mesh on the parity sequence (tests/face_frames.py): the
 face is tracked on exactly MediaPipe's frames, the landmarks sent back agree within 1 % of the face width, and the
 detector runs only when no face is tracked (the first frame and the frame after each black cut)."""
 
@@ -25,9 +25,13 @@ pytestmark = pytest.mark.e2e
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "faces" / "mediapipe_reference.npz"
 
 
-def test_a_face_tracker_stream_matches_mediapipe_and_detects_only_after_losing_the_face(tmp_path, server_factory):
+@pytest.mark.parametrize("batch_across_streams", [False, True], ids=["inline", "through-the-facade"])
+def test_a_face_tracker_stream_matches_mediapipe_and_detects_only_after_losing_the_face(tmp_path, server_factory,
+                                                                                      batch_across_streams):
     repo = tmp_path / "repo"
     build_repository(repo)
+    settings = repo / "face_tracker" / "1" / "tracker.yaml"
+    settings.write_text(settings.read_text() + f"batch_across_streams: {str(batch_across_streams).lower()}\n")
     server = server_factory(repo, "--insecure-dev")
     reference = np.load(FIXTURE)
     names, frames = reference_frames()
@@ -54,9 +58,12 @@ def test_a_face_tracker_stream_matches_mediapipe_and_detects_only_after_losing_t
     assert overall <= 0.01, {name: round(100 * float(np.mean(e)), 2) for name, e in errors.items()}
 
     http = httpclient.InferenceServerClient(server.http)
-    counts = {name: int(http.get_inference_statistics(model_name=name)["model_stats"][0]["inference_count"])
-              for name in ("face_detector", "face_landmarks", "iris_landmarks")}
+    stats = {name: http.get_inference_statistics(model_name=name)["model_stats"][0]
+             for name in ("face_detector", "face_landmarks", "iris_landmarks")}
     http.close()
+    counts = {name: int(s["inference_count"]) for name, s in stats.items()}
+    queued = int(stats["face_landmarks"]["inference_stats"]["queue"]["count"])
+    assert (queued > 0) == batch_across_streams  # only the facade's batcher queues; an inline run has no queue
     cuts = names.count("cut")
     assert counts["face_detector"] == 1 + cuts, counts
     assert counts["face_landmarks"] == len(frames), counts  # every frame: tracked ROI, or the detector's face

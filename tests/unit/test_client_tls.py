@@ -78,7 +78,10 @@ def test_recv_returns_empty_once_the_server_closes(ca):
         raw, _ = listener.accept()
         with context.wrap_socket(raw, server_side=True) as conn:
             conn.sendall(b"bye")
-            conn.unwrap()  # close_notify
+            try:
+                conn.unwrap()  # close_notify; the client may close its socket before answering with its own
+            except (OSError, ssl.SSLError):
+                pass
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -19,7 +19,9 @@ from twinfer.errors import InvalidInput, ModelLoadError
 from twinfer.inference.model_config import ModelConfig
 
 TRACKER_FILE = "tracker.yaml"
-_KEYS = {"score_threshold", "hfov_deg", "ease_s"}
+_NUMBERS = {"score_threshold", "hfov_deg", "ease_s"}
+_SWITCHES = {"batch_across_streams"}  # streaming.face_processor: run frames inline (False) or through the facade
+_KEYS = _NUMBERS | _SWITCHES
 
 
 class FaceTrackerBackend:
@@ -32,9 +34,13 @@ class FaceTrackerBackend:
         if not isinstance(settings, dict) or set(settings) - _KEYS:
             raise ModelLoadError(f"model {config.name!r}: {path}: expected a mapping of {', '.join(sorted(_KEYS))}")
         for key, value in settings.items():
-            if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+            if key in _SWITCHES:
+                if not isinstance(value, bool):
+                    raise ModelLoadError(f"model {config.name!r}: {path}: {key} must be true or false")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
                 raise ModelLoadError(f"model {config.name!r}: {path}: {key} must be a positive number")
-        self.settings = {k: float(v) for k, v in settings.items()}
+        self.settings: dict[str, float | bool] = {
+            k: v if k in _SWITCHES else float(v) for k, v in settings.items()}
 
     def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         raise InvalidInput(

@@ -21,6 +21,10 @@ from twinfer.inference.model_config import ModelConfig  # noqa: E402
 
 
 class OnnxBackend:
+    # InferenceSession.run may be called from several threads at once (ONNX Runtime's documented guarantee), so a
+    # caller may run it on its own worker thread (ModelVersion.run_inline).
+    thread_safe = True
+
     def __init__(self, config: ModelConfig, model_file: Path, options: BackendOptions) -> None:
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(config.parameters.get("intra_op_threads", options.intra_op_threads))

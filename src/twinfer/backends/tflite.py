@@ -77,6 +77,9 @@ def tflite_signature(path: Path) -> dict[str, dict[str, tuple[str, tuple[int, ..
 
 
 class TFLiteBackend:
+    # Each calling thread gets its own interpreter (`_runner`), so any thread may call `run` (ModelVersion.run_inline).
+    thread_safe = True
+
     def __init__(self, config: ModelConfig, model_file: Path, options: BackendOptions) -> None:
         self._config = config
         self._threads = int(config.parameters.get("intra_op_threads", options.intra_op_threads))

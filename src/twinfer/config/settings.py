@@ -109,6 +109,8 @@ class Settings(_Section):
     max_streams_per_session: int = Field(8, ge=1, description="streams one session may have open")
     max_partial_frame_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="bytes held in partly "
                                          "reassembled stream frames across the process; past it, the oldest go")
+    stream_frame_threads: int = Field(0, ge=0, le=256, description="threads that decode and track stream frames "
+                                      "(CPU-bound work: 0 = one per core)")
     frame_deadline_s: float = Field(1.0, gt=0, description="a stream frame not complete this long after its first "
                                     "fragment is dropped (heartbeats do not extend it)")
     stream_receiver_networks: list[str] = Field(default_factory=list, description="CIDR networks stream results "

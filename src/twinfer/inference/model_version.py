@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -125,6 +125,9 @@ class ModelVersion:
         self._threads = threads
         self._clock = clock
         self._runs_user_code = hasattr(backend, "run_requests")
+        self._inline_users = 0  # leases held by callers running this version on their own threads (run_inline)
+        self._inline_drained: Deferred[None] | None = None
+        self._retiring = False
         own_scheduler = getattr(backend, "scheduler", None)
         if own_scheduler is not None:  # an ensemble: its steps run through the facade, no instance threads
             self._pool = None
@@ -151,13 +154,57 @@ class ModelVersion:
     ) -> Deferred[tuple[list[Outputs | Exception], int]]:
         return self._pool.run(_timed_run_requests, self._backend, requests)
 
+    # --- inline runs --------------------------------------------------------------------------------------------
+
+    @property
+    def runs_inline(self) -> bool:
+        """Can a caller run this version on its own worker thread? Only a backend that says it is safe to call
+        from any thread (ONNX Runtime sessions; LiteRT with an interpreter per thread), and never user code."""
+        return self._pool is not None and not self._runs_user_code and getattr(self._backend, "thread_safe", False)
+
+    def lease(self) -> bool:
+        """Reactor thread: hold this version loaded while a worker thread calls `run_inline`; False once it is
+        retiring (resolve again). Every True must be matched by one `release`."""
+        if self._retiring or not self.runs_inline:
+            return False
+        self._inline_users += 1
+        self.stats.in_flight += 1
+        return True
+
+    def run_inline(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> tuple[Outputs, int]:
+        """Worker thread, under a lease: run the backend now, no queue, no batching. Returns (outputs, compute ns)
+        for `release` to record (statistics are kept on the reactor thread)."""
+        return _timed_run(self._backend, inputs, outputs)
+
+    def release(self, runs: list[tuple[int, int]], ok: bool) -> None:
+        """Reactor thread: end one lease; `runs` = (rows, compute ns) of each `run_inline` it made, each counted
+        as one request (no queue: its time is its compute time)."""
+        now_ms = int(time.time() * 1000)
+        for rows, compute_ns in runs:
+            self.stats.record_batch(rows, compute_ns, 1, now_ms)
+            (self.stats.success if ok else self.stats.failure).add(compute_ns)
+        self.stats.in_flight -= 1
+        self._inline_users -= 1
+        if self._inline_users == 0 and self._inline_drained is not None:
+            d, self._inline_drained = self._inline_drained, None
+            d.callback(None)
+
+    def _leases_returned(self) -> Deferred[None]:
+        if self._inline_users == 0:
+            return succeed(None)
+        if self._inline_drained is None:
+            self._inline_drained = Deferred()
+        return self._inline_drained
+
     def retire(self) -> Deferred[None]:
         """Refuse new requests, let queued and running ones finish, then free the threads and the backend.
 
         User code (a python model) may never return: then its version is released after HUNG_GRACE_S all the
         same (its requests have already failed with their timeouts), the stuck threads are left behind (Python
         cannot stop a thread) and an unload or a shutdown still completes."""
+        self._retiring = True
         d = self.batcher.drained()
+        d.addCallback(lambda _: self._leases_returned())
         if not self._runs_user_code:
             d.addCallback(lambda _: self._threads.run_io(self._release))
             return d

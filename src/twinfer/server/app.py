@@ -82,8 +82,13 @@ class TwinferServer:
         )
         self.facade = InferenceFacade(self.repository, settings.max_request_elements, settings.readiness)
         self.sessions = SessionRegistry()
+        # Stream frames (decoding, face tracking) run on a few threads of their own, as many as there are cores:
+        # the work is CPU-bound, and a handful of long-lived threads keep their caches and their per-thread LiteRT
+        # interpreters warm, where the reactor's pool of 10 handed successive frames to whichever thread was free.
+        frame_threads = settings.stream_frame_threads or os.cpu_count() or 2
+        self.frame_threads = ReactorThreads(reactor).instance_pool("frames", frame_threads)
         self.streams = StreamManager(
-            self.facade, reactor, ReactorThreads(reactor).run_io, advertised_host(settings),
+            self.facade, reactor, self.frame_threads.run, advertised_host(settings),
             settings.stream_heartbeat_timeout_s, settings.max_datagram_bytes, settings.max_streams,
             stream_receivers(settings), settings.max_streams_per_session, settings.max_partial_frame_bytes,
             settings.frame_deadline_s, receiver_policy(settings),
@@ -289,6 +294,7 @@ class TwinferServer:
             timeout.cancel()
         if self.streams is not None:
             self.streams.stop("server shutting down")  # each owner hears StreamClosed before its Kicked
+        self.frame_threads.stop(wait=False)  # frames already queued finish; their results are no longer sent
         self.tcp_factory.close_all("server shutting down")
         if self._grpc_server is not None:
             yield Deferred.fromFuture(asyncio.ensure_future(self._grpc_server.stop(1.0)))

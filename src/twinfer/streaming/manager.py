@@ -31,6 +31,7 @@ from twinfer.streaming.face_processor import (
     FACE_TRACKER_BACKEND,
     FaceTrackerProcessor,
     TrackerModels,
+    batches_across_streams,
     solver_from,
 )
 from twinfer.streaming.one_euro import DEFAULT_BETA, DEFAULT_D_CUTOFF, DEFAULT_MIN_CUTOFF, OneEuroFilter
@@ -201,7 +202,8 @@ class StreamManager:
             stream.processor = FaceTrackerProcessor(
                 self.facade, self._run_blocking, TrackerModels.from_parameters(config.parameters), pixel_format,
                 request.width, request.height, str(version.version), solver_from(version.backend),
-                want_landmarks=request.want_landmarks, bottom_up=request.bottom_up)
+                want_landmarks=request.want_landmarks, bottom_up=request.bottom_up,
+                batch_across_streams=batches_across_streams(version.backend))
         for target in targets:
             stream.add_target(target)
         self.streams[stream.id] = stream
