@@ -250,3 +250,41 @@ def test_drain_finishes_queued_work_then_refuses_new_requests(setup):
     executor.complete()
     assert b and drained == [None]
     assert stats.in_flight == 0
+
+
+def test_a_late_timer_makes_the_next_hold_start_that_much_earlier_capped_at_three_quarters_of_the_delay(setup):
+    """Event-loop timers fire late (whole milliseconds); the batcher measures by how much and sets its next
+    queue-delay timer that much earlier, so held batches leave at max_queue_delay, not after it."""
+    clock, executor, stats = setup
+    policy = DynamicBatchingConfig(max_queue_delay_us=2000)
+    batcher = DynamicBatcher(clock, make_config(dynamic_batching=policy), executor, stats)
+    batcher.submit(rows(1), ["y"])
+    (timer,) = clock.getDelayedCalls()
+    assert timer.getTime() == pytest.approx(0.002)
+    clock.advance(0.0025)  # fires 0.5 ms late
+    executor.complete()
+    batcher.submit(rows(1), ["y"])
+    (timer,) = clock.getDelayedCalls()
+    assert timer.getTime() - clock.seconds() == pytest.approx(0.0015)  # 0.5 ms early
+    clock.advance(0.0035)  # 2 ms late now: the correction stops at three quarters of the delay
+    executor.complete()
+    batcher.submit(rows(1), ["y"])
+    (timer,) = clock.getDelayedCalls()
+    assert timer.getTime() - clock.seconds() == pytest.approx(0.0005)
+
+
+def test_the_queue_delay_timer_is_the_one_the_batcher_is_given(setup):
+    """The server hands the batcher inference.precise_timer's call_later (sub-millisecond)."""
+    clock, executor, stats = setup
+    asked: list[float] = []
+
+    def call_later(delay_s, fn):
+        asked.append(delay_s)
+        return clock.callLater(delay_s, fn)
+
+    policy = DynamicBatchingConfig(max_queue_delay_us=500)
+    batcher = DynamicBatcher(clock, make_config(dynamic_batching=policy), executor, stats, None, call_later)
+    batcher.submit(rows(1), ["y"])
+    assert asked == [pytest.approx(0.0005)]
+    clock.advance(0.0005)
+    assert executor.calls[0][0]["x"].shape[0] == 1

@@ -27,6 +27,8 @@ from twinfer.errors import InferenceFailed, Overloaded, RequestTimeout, TwinferE
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.statistics import ModelStatistics
 
+MAX_TIMER_CORRECTION = 0.75  # at most this share of max_queue_delay is taken off a hold for a late timer
+
 Outputs = dict[str, np.ndarray]
 # Runs one batch off the reactor; fires with (outputs, compute time in ns).
 Executor = Callable[[dict[str, np.ndarray], list[str]], "Deferred[tuple[Outputs, int]]"]
@@ -57,8 +59,12 @@ class DynamicBatcher:
         execute: Executor,
         stats: ModelStatistics,
         execute_requests: RequestExecutor | None = None,
+        call_later: Callable[[float, Callable[[], Any]], Any] | None = None,
     ) -> None:
+        """`call_later` sets the queue-delay timer (default: the clock's callLater, whole milliseconds on an
+        event loop; the server passes inference.precise_timer's)."""
         self._clock = clock
+        self._call_later = call_later or clock.callLater
         self._execute = execute
         self._execute_requests = execute_requests
         self._stats = stats
@@ -73,7 +79,13 @@ class DynamicBatcher:
         self._default_timeout_s = (policy.default_timeout_ms / 1e3) if policy and policy.default_timeout_ms else None
         self._queue: deque[_Pending] = deque()
         self._busy = 0
-        self._delay_call: IDelayedCall | None = None
+        self._delay_call: Any = None  # an IDelayedCall, or a PreciseCall (same active/cancel)
+        # Timers fire late (uvloop under Twisted: 0.16-0.47 ms past a 2 ms delay on this machine, so every held
+        # batch waited longer than max_queue_delay allows). The batcher measures how late its timer fires and sets
+        # the next one that much earlier: a decaying maximum of the lateness, capped at MAX_TIMER_CORRECTION of the
+        # delay, so a held batch leaves at the configured delay, not after it (nor much before it: batches fill).
+        self._delay_fire_at = 0.0
+        self._timer_early_s = 0.0
         self._closed = False
         self._drain_waiters: list[Deferred[None]] = []
 
@@ -154,10 +166,12 @@ class DynamicBatcher:
             if rows in self._preferred:
                 preferred_cut = len(chosen)
         if self._delay_s > 0 and rows < self._target_rows and not self._closed:
-            waited = self._clock.seconds() - head.enqueued_at
-            if waited < self._delay_s:
+            now = self._clock.seconds()
+            hold_s = self._delay_s - (now - head.enqueued_at) - self._timer_early_s
+            if hold_s > 0:
                 if self._delay_call is None:
-                    self._delay_call = self._clock.callLater(self._delay_s - waited, self._delay_elapsed)
+                    self._delay_fire_at = now + hold_s
+                    self._delay_call = self._call_later(hold_s, self._delay_elapsed)
                 return None
         if preferred_cut and rows > self._target_rows:
             # Triton's rule (configs moved from Triton behave the same): the largest preferred batch that can be
@@ -174,6 +188,8 @@ class DynamicBatcher:
 
     def _delay_elapsed(self) -> None:
         self._delay_call = None
+        late_s = self._clock.seconds() - self._delay_fire_at
+        self._timer_early_s = min(max(late_s, self._timer_early_s * 0.98), self._delay_s * MAX_TIMER_CORRECTION)
         self._schedule()
 
     def _run(self, batch: list[_Pending]) -> None:

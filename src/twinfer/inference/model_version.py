@@ -135,7 +135,8 @@ class ModelVersion:
             return
         self._pool = threads.instance_pool(f"{config.name}-v{version}", config.instance_count)
         by_request = self._execute_requests if hasattr(backend, "run_requests") else None
-        self.batcher = DynamicBatcher(clock, config, self._execute, self.stats, by_request)
+        self.batcher = DynamicBatcher(clock, config, self._execute, self.stats, by_request,
+                                      getattr(threads, "precise_call_later", None))
 
     @property
     def name(self) -> str:

@@ -78,9 +78,18 @@ class ReactorThreads:
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
+        self._timer: Any = None
 
     def run_io(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
 
     def instance_pool(self, name: str, size: int) -> InstancePool:
         return _ThreadInstancePool(self._reactor, name, size)
+
+    def precise_call_later(self, delay_s: float, fn: Callable[[], Any]) -> Any:
+        """callLater to a fraction of a millisecond, for the batchers' queue delays (inference.precise_timer)."""
+        if self._timer is None:
+            from twinfer.inference.precise_timer import PreciseTimer
+
+            self._timer = PreciseTimer(self._reactor)
+        return self._timer.call_later(delay_s, fn)
