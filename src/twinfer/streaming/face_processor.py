@@ -20,10 +20,7 @@ Two ways to run a frame's model calls:
 from __future__ import annotations
 
 import math
-import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,20 +81,6 @@ def frame_to_rgb(pixels: bytes, pixel_format: str, width: int, height: int, bott
     """A stream frame as (H, W, 3) uint8 RGB, row 0 at the top (the one conversion: streaming.pixels)."""
     image = frame_pixels(pixels, pixel_format, width, height, bottom_up)
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-
-
-_side_threads: ThreadPoolExecutor | None = None
-_side_lock = threading.Lock()
-
-
-def side_threads() -> ThreadPoolExecutor:
-    """Threads a frame hands one of its independent model calls to (they never wait on anything, so a frame thread
-    waiting on one cannot deadlock); as many as there are cores, made on first use."""
-    global _side_threads
-    with _side_lock:
-        if _side_threads is None:
-            _side_threads = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="frame-side")
-        return _side_threads
 
 
 class _NotInline(Exception):
@@ -181,21 +164,9 @@ class FaceTrackerProcessor:
         def infer(call: ModelCall) -> dict[str, np.ndarray]:
             name = self.models.rename(call)
             version = leased[name]
-            names = [t.name for t in version.config.outputs]
-            rows = len(next(iter(call.inputs.values())))
-            if rows < 2:
-                outputs, compute_ns = version.run_inline(call.inputs, names)
-                runs[name].append((rows, compute_ns))
-                return outputs
-            # Both eyes: one on a side thread while this thread runs the other, so one stream's frame takes one
-            # iris call's time instead of two (1.8 ms less latency on this machine); the CPU spent is the same.
-            first = {k: v[:1] for k, v in call.inputs.items()}
-            rest = {k: v[1:] for k, v in call.inputs.items()}
-            side = side_threads().submit(version.run_inline, first, names)
-            rest_outputs, rest_ns = version.run_inline(rest, names)
-            first_outputs, first_ns = side.result()
-            runs[name] += [(1, first_ns), (rows - 1, rest_ns)]
-            return {k: np.concatenate([first_outputs[k], rest_outputs[k]]) for k in names}
+            outputs, compute_ns = version.run_inline(call.inputs, [t.name for t in version.config.outputs])
+            runs[name].append((len(next(iter(call.inputs.values()))), compute_ns))
+            return outputs
 
         frame, detection_call, landmarks_call = self._begin(pixels)
         size = (frame.shape[1], frame.shape[0])
