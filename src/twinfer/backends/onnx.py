@@ -36,6 +36,23 @@ def _inventory() -> GpuInventory:
     return onnx_inventory(available, cuda_device_count() if CUDA_PROVIDER in available else 0)
 
 
+_preloaded: list[bool] = []
+
+
+def _preload_cuda_libraries() -> None:
+    """onnxruntime-gpu (1.21+) can load the CUDA/cuDNN libraries of pip's nvidia-* wheels (torch's CUDA build
+    brings them) before a CUDA session opens; without them the CUDA provider cannot start. Best effort, once."""
+    if _preloaded:
+        return
+    _preloaded.append(True)
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # noqa: BLE001 - the session's own check below names what is missing
+            _log.warn("onnxruntime.preload_dlls failed: {exc}", exc=exc)
+
+
 class OnnxBackend:
     # InferenceSession.run may be called from several threads at once (ONNX Runtime's documented guarantee), so a
     # caller may run it on its own worker thread (ModelVersion.run_inline).
@@ -49,6 +66,8 @@ class OnnxBackend:
         placement = place_instances(config, _inventory)
         for note in placement.notes:
             _log.info("{note}", note=note)
+        if placement.uses_gpu:
+            _preload_cuda_libraries()
         available = ort.get_available_providers() if placement.uses_gpu else ["CPUExecutionProvider"]
         sessions = {device: self._open(config, model_file, so, device, available)
                     for device in dict.fromkeys(placement.devices)}
