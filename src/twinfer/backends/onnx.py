@@ -24,7 +24,7 @@ from twinfer.errors import ModelLoadError  # noqa: E402
 from twinfer.inference.datatypes import ORT_TYPE_TO_DATATYPE  # noqa: E402
 from twinfer.inference.model_config import ModelConfig  # noqa: E402
 from twinfer.inference.placement import (  # noqa: E402
-    CUDA_PROVIDER, Device, GpuInventory, onnx_inventory, onnx_providers, place_instances)
+    CUDA_PROVIDER, TENSORRT_PROVIDER, Device, GpuInventory, onnx_inventory, onnx_providers, place_instances)
 
 _log = Logger()
 
@@ -85,14 +85,18 @@ class OnnxBackend:
         try:
             session = ort.InferenceSession(str(model_file), so, providers=providers)
         except Exception as exc:  # ORT raises its own untyped errors
-            raise ModelLoadError(f"model {config.name!r}: onnxruntime cannot load {model_file} on {device}: "
-                                 f"{' '.join(str(exc).split())}") from exc
+            where = f"{model_file} on {device}" if device.is_gpu else str(model_file)
+            raise ModelLoadError(f"model {config.name!r}: onnxruntime cannot load {where}: {exc}") from exc
         if device.is_gpu and CUDA_PROVIDER not in session.get_providers():
             # ORT falls back to the CPU when the CUDA provider cannot start (no driver, no cuDNN): refuse instead
             # of serving a KIND_GPU model on the CPU unannounced.
             raise ModelLoadError(f"model {config.name!r}: onnxruntime could not start {CUDA_PROVIDER} on {device} "
                                  f"(CUDA/cuDNN libraries or driver missing?); session providers: "
                                  f"{session.get_providers()}")
+        wanted = [p if isinstance(p, str) else p[0] for p in providers]
+        if TENSORRT_PROVIDER in wanted and TENSORRT_PROVIDER not in session.get_providers():
+            raise ModelLoadError(f"model {config.name!r}: onnxruntime could not start {TENSORRT_PROVIDER} on {device} "
+                                 f"(TensorRT libraries missing?); session providers: {session.get_providers()}")
         return session
 
     def _check_signature(self, config: ModelConfig) -> None:
