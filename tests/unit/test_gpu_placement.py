@@ -329,3 +329,34 @@ def test_the_version_runs_as_many_instance_threads_as_the_backend_placed():
     assert cfg.instance_count == 2
     version = ModelVersion(Clock(), Recording(), cfg, 1, Placed(), FileSignature(Path("x"), 0, 0))
     assert sizes == {"m-v1": 4} and version.batcher._instances == 4
+
+
+def test_python_model_instances_are_told_their_kind_and_device(tmp_path, monkeypatch):
+    """Triton's python backend passes each instance its model_instance_kind and device id; the model moves its own
+    work there. Two visible GPUs (CUDA_VISIBLE_DEVICES), KIND_GPU count 1: one instance per GPU."""
+    from tests.unit.test_python_backend import ECHO_CONFIG, write_python_model
+
+    model = '''
+    import json
+
+    class TritonPythonModel:
+        def initialize(self, args):
+            self.where = (args["model_instance_kind"], args["model_instance_device_id"],
+                          json.loads(args["model_config"])["instance_group"][0]["kind"])
+
+        def execute(self, requests):
+            return []
+    '''
+    write_python_model(tmp_path, "m", model, ECHO_CONFIG + "instance_group [{kind: KIND_GPU count: 1}]\n")
+    model_dir = tmp_path / "m"
+    loaded = load_model_config(model_dir, model_dir / "1" / "model.py")
+    from twinfer.backends.python import PythonBackend
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    backend = PythonBackend(loaded, model_dir / "1" / "model.py", BackendOptions())
+    assert backend.instance_count == 2
+    assert [i.where for i in backend._instances] == [("GPU", "0", "KIND_GPU"), ("GPU", "1", "KIND_GPU")]
+    backend.close()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ModelLoadError, match=r"^model 'm': instance_group KIND_GPU needs a GPU this process sees"):
+        PythonBackend(loaded, model_dir / "1" / "model.py", BackendOptions())

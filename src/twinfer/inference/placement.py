@@ -27,7 +27,7 @@ from twinfer.inference.model_config import Accelerator, ModelConfig
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
-ACCELERATOR_PARAMETER = "gpu_execution_accelerator"  # twinfer's shorthand: parameters: {gpu_execution_accelerator: tensorrt}
+ACCELERATOR_PARAMETER = "gpu_execution_accelerator"  # twinfer shorthand: {gpu_execution_accelerator: tensorrt}
 # Triton's TensorRT accelerator parameters -> ONNX Runtime's TensorRT provider options.
 _TENSORRT_OPTIONS: dict[str, Callable[[str], dict[str, Any]]] = {
     "precision_mode": lambda v: _precision(v),
