@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from twinfer.gpu_metrics import GPU_METRICS, gpu_collector
 from twinfer.inference.custom_metrics import CustomMetricsCollector
 from twinfer.inference.facade import InferenceFacade
 from twinfer.streaming.manager import StreamManager
@@ -44,6 +45,7 @@ METRICS: tuple[tuple[str, str], ...] = (
                                                "oversized, unknown_stream...; partial frames given up: "
                                                "incomplete, partial_budget, frame_deadline)"),
     ("twinfer_stream_latency_seconds", "frame-in (complete at the server) -> result datagram out, histogram"),
+    *GPU_METRICS,  # Triton's nv_gpu_* names, only where NVML works (twinfer.gpu_metrics)
 )
 HELP = dict(METRICS)
 
@@ -136,6 +138,9 @@ def build_registry(facade: InferenceFacade, gauges: dict[str, Callable[[], float
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TwinferCollector(facade, gauges, streams))
     registry.register(CustomMetricsCollector())  # python models' pb_utils.MetricFamily
+    gpus = gpu_collector()
+    if gpus is not None:
+        registry.register(gpus)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

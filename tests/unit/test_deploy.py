@@ -144,3 +144,51 @@ def test_jenkinsfile_has_the_gitlab_stages_and_its_tag_bump_rewrites_the_argocd_
                    env={"PATH": "/usr/bin:/bin", "TAG": "abc1234"})
     values = yaml.safe_load((tmp_path / "deploy" / "argocd" / "values-prod.yaml").read_text())
     assert values["image"]["tag"] == "abc1234"
+
+
+def pod_spec(objects: dict[str, list[dict]], kind: str = "Deployment") -> dict:
+    [obj] = objects[kind]
+    spec = obj["spec"]["jobTemplate"]["spec"] if kind == "CronJob" else obj["spec"]
+    return spec["template"]["spec"]
+
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+@needs_helm
+def test_inference_gpus_are_off_by_default_and_one_per_pod_when_on():
+    off = pod_spec(render(INFERENCE))
+    assert "nvidia.com/gpu" not in str(off) and "runtimeClassName" not in off and "tolerations" not in off
+    on = pod_spec(render(INFERENCE, "gpu.enabled=true"))
+    [c] = on["containers"]
+    assert c["resources"]["limits"] == {"cpu": "2", "memory": "2Gi", "nvidia.com/gpu": 1}  # 1 node runs N pods
+    assert c["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
+    assert on["runtimeClassName"] == "nvidia" and on["tolerations"] == [GPU_TOLERATION]
+    assert "nodeSelector" not in on
+
+
+@needs_helm
+def test_inference_gpu_count_resource_selector_tolerations_and_runtime_class_follow_the_values():
+    spec = pod_spec(render(INFERENCE, "gpu.enabled=true", "gpu.count=2", "gpu.resourceName=nvidia.com/mig-1g.10gb",
+                           "gpu.runtimeClassName=", "nodeSelector.zone=a",
+                           "gpu.nodeSelector.nvidia\\.com/gpu\\.product=NVIDIA-L4",
+                           "tolerations[0].key=dedicated", "tolerations[0].operator=Exists"))
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == 2
+    assert "runtimeClassName" not in spec  # "" = the node's default runtime (GPU operator)
+    assert spec["nodeSelector"] == {"zone": "a", "nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert spec["tolerations"] == [{"key": "dedicated", "operator": "Exists"}, GPU_TOLERATION]
+    args = [HELM, "template", "rel", str(INFERENCE), "--set", "gpu.enabled=true", "--set", "gpu.count=0"]
+    failed = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert failed.returncode != 0 and "gpu.count must be at least 1" in failed.stderr
+
+
+@needs_helm
+def test_training_targets_the_a100_nodes_with_gpus_on():
+    assert "nvidia.com/gpu" not in str(pod_spec(render(TRAINING), "Job"))
+    for objects, kind in ((render(TRAINING, "gpu.enabled=true", "gpu.count=8"), "Job"),
+                          (render(TRAINING, "gpu.enabled=true", "schedule=0 3 * * *"), "CronJob")):
+        spec = pod_spec(objects, kind)
+        assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+        assert spec["tolerations"] == [GPU_TOLERATION] and spec["runtimeClassName"] == "nvidia"
+        limits = spec["containers"][0]["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == (8 if kind == "Job" else 1) and limits["memory"] == "8Gi"

@@ -33,8 +33,12 @@ VALUE_SETS = {
         ("udp.advertise=fixed", "udp.advertisedHost=pod-0.twinfer.example"),
         ("configServer.url=http://cfg:20100", "configServer.serviceGroup=prod"),
         ("modelRepository.existingClaim=twinfer-models",),
+        ("gpu.enabled=true",),
+        ("gpu.enabled=true", "gpu.count=2", "gpu.runtimeClassName=", "nodeSelector.zone=a",
+         "gpu.nodeSelector.nvidia\\.com/gpu\\.product=NVIDIA-L4"),
     ],
-    "twinfer-training": [(), ("schedule=0 3 * * *", "model=tiny")],
+    "twinfer-training": [(), ("schedule=0 3 * * *", "model=tiny"), ("gpu.enabled=true", "gpu.count=8"),
+                         ("gpu.enabled=true", "schedule=0 3 * * *")],
 }
 RENDERS = [(chart, sets) for chart, value_sets in VALUE_SETS.items() for sets in value_sets]
 

@@ -30,6 +30,7 @@ from twinfer.backends.base import BackendOptions
 from twinfer.backends.python_import import forget_model_module, helpers_of, import_model_file
 from twinfer.errors import InferenceFailed, InvalidInput, ModelLoadError, TwinferError, Unavailable
 from twinfer.inference.model_config import ModelConfig
+from twinfer.inference.placement import GpuInventory, place_instances
 
 _log = Logger()
 Request = tuple[dict[str, np.ndarray], list[str]]
@@ -49,7 +50,9 @@ def triton_model_config(config: ModelConfig) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": config.name, "backend": "python", "platform": "", "max_batch_size": config.max_batch_size,
         "input": [tensor(t) for t in config.inputs], "output": [tensor(t) for t in config.outputs],
-        "instance_group": [{"name": config.name, "kind": "KIND_CPU", "count": config.instance_count}],
+        "instance_group": [{"name": f"{config.name}_{i}", "kind": g.kind, "count": g.count, "gpus": list(g.gpus)}
+                           for i, g in enumerate(config.instance_group)]
+        or [{"name": config.name, "kind": "KIND_CPU", "count": config.instance_count}],
         "parameters": {k: {"string_value": v} for k, v in config.parameters.items()},
         "model_transaction_policy": {"decoupled": False},
     }
@@ -58,6 +61,17 @@ def triton_model_config(config: ModelConfig) -> dict[str, Any]:
         out["dynamic_batching"] = {"max_queue_delay_microseconds": db.max_queue_delay_us,
                                    "preferred_batch_size": list(db.preferred_batch_sizes)}
     return out
+
+
+def _nvml_inventory() -> GpuInventory:
+    """A python model uses whatever library it likes on its GPU: count what CUDA/NVML say the process sees."""
+    from twinfer.inference.nvml import cuda_device_count
+
+    count = cuda_device_count()
+    if count:
+        return GpuInventory(True, count)
+    return GpuInventory(False, 0, "a GPU this process sees (none through NVML, nvidia-ml-py in the `gpu` extra, "
+                                  "or CUDA_VISIBLE_DEVICES)")
 
 
 class PythonBackend:
@@ -84,20 +98,25 @@ class PythonBackend:
             "model_name": config.name,
             "model_version": model_file.parent.name,
             "model_repository": str(model_file.parent.parent),
-            "model_instance_kind": "CPU",
-            "model_instance_device_id": "0",
         }
+        # Triton tells each instance its kind and device; the model moves its own work there (e.g. torch on cuda:N).
+        placement = place_instances(config, _nvml_inventory)
+        for note in placement.notes:
+            _log.info("{note}", note=note)
+        self.instance_count = len(placement.devices)
         self._instances: list[Any] = []
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loops = threading.local()
         self._logged: set[str] = set()
         try:
-            for i in range(config.instance_count):
+            for i, device in enumerate(placement.devices):
                 instance = cls()
                 initialize = getattr(instance, "initialize", None)
                 if initialize is not None:
                     with pb_utils.bound_caller(self._caller), helpers_of(model_file.parent, self._package):
-                        self._await(initialize({**args, "model_instance_name": f"{config.name}_0_{i}"}))
+                        self._await(initialize({**args, "model_instance_name": f"{config.name}_0_{i}",
+                                                "model_instance_kind": "GPU" if device.is_gpu else "CPU",
+                                                "model_instance_device_id": str(device.index)}))
                 self._instances.append(instance)  # finalize is owed only to instances that initialized
                 self._idle.put(instance)
         except Exception as exc:

@@ -8,6 +8,10 @@ through one traced function with a None batch dimension, so requests of any batc
 Threads: TensorFlow's intra/inter-op pools are process-wide and fixed once TensorFlow has run anything: the first
 TensorFlow model loaded sets them from its options; later ones share them. A graph is a program: serve only
 models you would run (TensorFlow's own security guidance); safe_mode covers the Keras-specific Python hook.
+
+Devices: instance_group KIND_GPU / KIND_AUTO (twinfer.inference.placement) runs an instance thread's calls under
+`tf.device("/GPU:N")`; outputs come back as numpy. KIND_GPU where TensorFlow sees no GPU (tensorflow-cpu, no
+driver) is refused with one line.
 """
 
 from __future__ import annotations
@@ -17,14 +21,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from twisted.logger import Logger
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
 from twinfer.backends.base import BackendOptions
+from twinfer.backends.instances import PerInstance
 from twinfer.errors import ModelLoadError
 from twinfer.inference.datatypes import from_numpy_dtype
 from twinfer.inference.model_config import ModelConfig
+from twinfer.inference.placement import GpuInventory, place_instances
+
+_log = Logger()
+
+
+def tensorflow_inventory() -> GpuInventory:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return GpuInventory(True, len(gpus))
+    return GpuInventory(False, 0, "a GPU visible to TensorFlow: tf.config.list_physical_devices('GPU') is empty "
+                                  "(tensorflow-cpu, or no CUDA device or driver)")
 
 
 def _configure_threads(intra: int, inter: int) -> None:
@@ -69,6 +86,13 @@ class TensorFlowBackend:
         _configure_threads(int(config.parameters.get("intra_op_threads", options.intra_op_threads)),
                            int(config.parameters.get("inter_op_threads", options.inter_op_threads)))
         self._config = config
+        placement = place_instances(config, tensorflow_inventory)
+        for note in placement.notes:
+            _log.info("{note}", note=note)
+        self.instance_count = len(placement.devices)
+        self.devices = placement.devices
+        self._per_instance = (PerInstance([f"/GPU:{d.index}" if d.is_gpu else "/CPU:0" for d in placement.devices])
+                              if placement.uses_gpu else None)
         if model_file.suffix == ".savedmodel":
             self._function = _serving_function(model_file, "signature")
             self._keyword = True
@@ -88,6 +112,12 @@ class TensorFlowBackend:
         self._outputs = [t.name for t in config.outputs]
 
     def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        if self._per_instance is not None:
+            with tf.device(self._per_instance.current()):
+                return self._run(inputs, outputs)
+        return self._run(inputs, outputs)
+
+    def _run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         if self._keyword:
             result = self._function(**{name: tf.constant(value) for name, value in inputs.items()})
         else:

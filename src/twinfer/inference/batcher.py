@@ -60,6 +60,8 @@ class DynamicBatcher:
         stats: ModelStatistics,
         execute_requests: RequestExecutor | None = None,
         call_later: Callable[[float, Callable[[], Any]], Any] | None = None,
+        *,
+        instances: int | None = None,  # the backend's instance count when its placement differs from the config's
     ) -> None:
         """`call_later` sets the queue-delay timer (default: the clock's callLater, whole milliseconds on an
         event loop; the server passes inference.precise_timer's)."""
@@ -68,7 +70,7 @@ class DynamicBatcher:
         self._execute = execute
         self._execute_requests = execute_requests
         self._stats = stats
-        self._instances = config.instance_count
+        self._instances = instances or config.instance_count
         policy = config.dynamic_batching
         self._batching = config.batching and policy is not None
         self._max_rows = config.max_batch_size if self._batching else 0

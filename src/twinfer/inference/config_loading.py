@@ -14,7 +14,9 @@ and a config file only needs to say what differs.
        outputs: [{name: blendshapes, labels: [eyeBlinkLeft, ...]}]   # merged by name with the layers below
        dynamic_batching: {max_queue_delay_us: 500, preferred_batch_sizes: [8, 16], max_queue_size: 1024,
                           default_timeout_ms: 0}                      # or `false` to run requests one by one
-       instance_count: 1
+       instance_count: 1                 # CPU instances; or Triton's groups (they win):
+       instance_group: [{kind: KIND_GPU, gpus: [0], count: 2}]         # KIND_CPU | KIND_GPU | KIND_AUTO
+       optimization: {execution_accelerators: {gpu_execution_accelerator: [{name: tensorrt}]}}  # ONNX on a GPU
        version_policy: {policy: latest, latest_n: 1}                   # or all, or specific + versions: [1, 3]
        warmup: true
        validation: {dataset: gate.npz, max_mae: 0.01}                  # see ModelConfig.ValidationConfig
@@ -225,8 +227,13 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
         # Round up: 500 us must stay a timeout, not become 0 = "never time out".
         policy["default_timeout_ms"] = math.ceil(queue.default_timeout_microseconds / 1000)
         out["dynamic_batching"] = policy
-    if config.instance_group:
-        out["instance_count"] = sum(g.count or 1 for g in config.instance_group)  # Triton's count defaults to 1
+    if config.instance_group:  # Triton's count defaults to 1; ModelConfig derives instance_count from the groups
+        out["instance_group"] = [{"kind": mc.ModelInstanceGroup.Kind.Name(g.kind), "count": g.count or 1,
+                                  "gpus": list(g.gpus)} for g in config.instance_group]
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    if accelerators:
+        out["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [
+            {"name": a.name, "parameters": dict(a.parameters)} for a in accelerators]}}
     if config.HasField("version_policy"):
         vp = config.version_policy
         kind = vp.WhichOneof("policy_choice")
@@ -284,8 +291,12 @@ class _Layers:
         if layer.get("name", self.name) != self.name:
             raise ConfigError(f"{where}: name: {layer['name']!r} differs from the directory name {self.name!r}")
         self.last = where
+        if "instance_count" in layer and "instance_group" not in layer:
+            self.config.pop("instance_group", None)  # a later file's plain count replaces the groups below it
         for key, value in layer.items():
             self.origin[key] = where
+            if key == "instance_group":
+                self.origin["instance_count"] = where  # derived from the groups (their total)
             if key in _TENSOR_KINDS:
                 self.config[key] = self._merge_tensors(key, self.config.get(key, []), value, where)
             elif key == "dynamic_batching" and isinstance(value, dict) and isinstance(self.config.get(key), dict):

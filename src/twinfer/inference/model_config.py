@@ -6,11 +6,15 @@ request tensor carries one extra leading batch dimension of size 1..max_batch_si
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from twinfer.inference.datatypes import DATATYPES
+
+
+def _field(group: Any, key: str, default: Any) -> Any:
+    return group.get(key, default) if isinstance(group, dict) else getattr(group, key, default)
 
 
 class _Strict(BaseModel):
@@ -103,8 +107,52 @@ class EnsembleScheduling(_Strict):
     step: tuple[EnsembleStep, ...] = Field(min_length=1)
 
 
+class InstanceGroup(_Strict):
+    """Where a model's instances run (Triton's `instance_group`): `count` instances of the kind, on each GPU of
+    `gpus` (all visible GPUs when empty) for KIND_GPU, so `count: 2, gpus: [0, 1]` is four instances. KIND_AUTO is
+    GPU when one is present, else CPU (twinfer.inference.placement decides, at load time)."""
+
+    kind: Literal["KIND_AUTO", "KIND_CPU", "KIND_GPU"] = "KIND_AUTO"  # Triton's default too
+    count: int = Field(default=1, ge=1)  # the total is bounded: ModelConfig.instance_count
+    gpus: tuple[int, ...] = ()
+
+    @field_validator("gpus")
+    @classmethod
+    def _valid_gpus(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(g < 0 for g in value) or len(set(value)) != len(value):
+            raise ValueError(f"gpus {list(value)} must be distinct device numbers >= 0")
+        return value
+
+    @model_validator(mode="after")
+    def _gpus_need_gpu_kind(self) -> InstanceGroup:
+        if self.gpus and self.kind == "KIND_CPU":
+            raise ValueError("gpus are given for a KIND_CPU group")
+        return self
+
+
+class Accelerator(_Strict):
+    """One of Triton's `optimization.execution_accelerators.gpu_execution_accelerator` entries (`tensorrt`)."""
+
+    name: Literal["tensorrt"]
+    parameters: dict[str, str] = {}
+
+
+class ExecutionAccelerators(_Strict):
+    gpu_execution_accelerator: tuple[Accelerator, ...] = ()
+
+
+class Optimization(_Strict):
+    """Triton's `optimization`, the part twinfer uses: GPU execution accelerators (ONNX models on a GPU)."""
+
+    execution_accelerators: ExecutionAccelerators = ExecutionAccelerators()
+
+
 class ModelConfig(_Strict):
-    """Everything the server needs to serve one model."""
+    """Everything the server needs to serve one model.
+
+    `instance_count` alone means that many CPU instances (as before `instance_group`); with `instance_group` given,
+    the groups decide and `instance_count` is their total (GPU groups without `gpus` count one GPU here; the
+    placement expands them to every visible GPU)."""
 
     name: str
     backend: str = "onnxruntime"
@@ -113,11 +161,26 @@ class ModelConfig(_Strict):
     outputs: tuple[TensorConfig, ...]
     dynamic_batching: DynamicBatchingConfig | None = DynamicBatchingConfig()
     instance_count: int = Field(default=1, ge=1, le=64)
+    instance_group: tuple[InstanceGroup, ...] = ()
+    optimization: Optimization = Optimization()
     version_policy: VersionPolicy = VersionPolicy()
     warmup: bool = True
     validation: ValidationConfig | None = None
     parameters: dict[str, str] = {}
     ensemble_scheduling: EnsembleScheduling | None = None  # only with backend `ensemble`
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_from_groups(cls, data: Any) -> Any:
+        """`instance_group` wins over `instance_count`: the total of its groups."""
+        groups = data.get("instance_group") if isinstance(data, dict) else None
+        if isinstance(groups, list | tuple) and groups:
+            try:
+                total = sum(int(_field(g, "count", 1)) * max(1, len(_field(g, "gpus", ()) or ())) for g in groups)
+            except (TypeError, ValueError):
+                return data  # the field validators report what is wrong
+            data = {**data, "instance_count": total}
+        return data
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModelConfig:

@@ -133,10 +133,13 @@ class ModelVersion:
             self._pool = None
             self.batcher = own_scheduler(clock, self.stats)
             return
-        self._pool = threads.instance_pool(f"{config.name}-v{version}", config.instance_count)
+        # A backend placing instances on devices (instance_group) says how many it made: KIND_GPU without `gpus`
+        # is `count` per visible GPU.
+        instances = getattr(backend, "instance_count", config.instance_count)
+        self._pool = threads.instance_pool(f"{config.name}-v{version}", instances)
         by_request = self._execute_requests if hasattr(backend, "run_requests") else None
         self.batcher = DynamicBatcher(clock, config, self._execute, self.stats, by_request,
-                                      getattr(threads, "precise_call_later", None))
+                                      getattr(threads, "precise_call_later", None), instances=instances)
 
     @property
     def name(self) -> str:

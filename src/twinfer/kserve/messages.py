@@ -52,8 +52,11 @@ def triton_config(config: ModelConfig) -> mc.ModelConfig:
         max_batch_size=config.max_batch_size,
         input=[_optional(tensor(mc.ModelInput, t), t) for t in config.inputs],
         output=[tensor(mc.ModelOutput, t) for t in config.outputs],
-        instance_group=[mc.ModelInstanceGroup(name=config.name, kind=mc.ModelInstanceGroup.KIND_CPU,
-                                              count=config.instance_count)],
+        instance_group=[mc.ModelInstanceGroup(name=f"{config.name}_{i}", kind=mc.ModelInstanceGroup.Kind.Value(g.kind),
+                                              count=g.count, gpus=list(g.gpus))
+                        for i, g in enumerate(config.instance_group)]
+        or [mc.ModelInstanceGroup(name=config.name, kind=mc.ModelInstanceGroup.KIND_CPU,
+                                  count=config.instance_count)],
     )
     policy = config.version_policy
     if policy.policy == "all":
