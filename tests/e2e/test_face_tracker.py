@@ -187,7 +187,8 @@ def _write_video(path, segments: list[tuple[Image.Image, int]], fps: int) -> int
     return count
 
 
-def test_the_cli_streams_a_video_into_vmc_and_live_link_receivers(tracker, tmp_path):
+@pytest.mark.parametrize("encoding", [[], ["--jpeg", "85"]], ids=["raw-rgb", "jpeg"])
+def test_the_cli_streams_a_video_into_vmc_and_live_link_receivers(tracker, tmp_path, encoding):
     rolled = astronaut().rotate(20, resample=Image.BILINEAR)
     video = tmp_path / "faces.avi"
     fps = 15
@@ -200,9 +201,10 @@ def test_the_cli_streams_a_video_into_vmc_and_live_link_receivers(tracker, tmp_p
     done = subprocess.run(
         [sys.executable, "-m", "twinfer", "stream", "--server", f"127.0.0.1:{tracker.tcp}", "--model", "face_tracker",
          "--source", f"video:{video}", "--fps", str(fps), "--seconds", str(count / fps),
-         "--vmc", f"127.0.0.1:{vmc.port}", "--livelink", f"127.0.0.1:{livelink.getsockname()[1]}"],
+         "--vmc", f"127.0.0.1:{vmc.port}", "--livelink", f"127.0.0.1:{livelink.getsockname()[1]}", *encoding],
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert ("JPEG at" in done.stdout) == bool(encoding), done.stdout
     packets = []
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

@@ -25,6 +25,8 @@ def free_port() -> int:
     (["--source", "camera:x"], "expected camera:N"),
     (["--calibrate-seconds", "0"], "--calibrate-seconds 0: expected 0 < seconds <= 60"),
     (["--calibrate-seconds", "61"], "--calibrate-seconds 61"),
+    (["--jpeg", "0"], "--jpeg 0: expected a quality from 1 to 100"),
+    (["--jpeg", "101"], "--jpeg 101"),
     (["--vmc", "127.0.0.1:notaport"], "--vmc '127.0.0.1:notaport': expected HOST:PORT"),
     (["--server", "nohostport"], "--server 'nohostport': expected HOST:PORT"),
 ])

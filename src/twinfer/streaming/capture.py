@@ -4,12 +4,13 @@ face_tracker streams whether a face is tracked, the head pose and the calibratio
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import socket
 import sys
 import threading
 import time
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -94,13 +95,24 @@ def _receiver(kind: str, address: str) -> game_pb2.StreamTarget:
     return target(kind, address)
 
 
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    """One frame (H, W) or (H, W, 3) uint8 as JPEG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def run_capture(server: str, model: str, source: str, fps: float, seconds: float, receivers: list[tuple[str, str]],
                 token: str | None = None, smoothing: bool = False, out=sys.stdout, record: Path | None = None,
-                size: int = 256, calibrate_seconds: float | None = None) -> int:
+                size: int = 256, calibrate_seconds: float | None = None, jpeg_quality: int | None = None) -> int:
     """Stream `source` to `model`; with `record`, write one JSON line per frame sent (sequence number, wall-clock
     send time, the synthetic face's driving values) so what receivers got can be compared with what was sent;
     with `calibrate_seconds`, ask the server to take the user's neutral face over that long once the stream is
-    open. Local problems (a bad source, --fps 0) raise ConfigError before anything is sent."""
+    open; with `jpeg_quality`, send each frame as a JPEG of that quality (what a camera client on a network should
+    do: a 640x480 RGB frame is 900 KB raw, ~40 KB as JPEG 85). Local problems (a bad source, --fps 0) raise
+    ConfigError before anything is sent."""
     if not (math.isfinite(fps) and fps > 0):
         raise ConfigError(f"--fps {fps:g}: expected a number of frames per second above 0")
     if not (math.isfinite(seconds) and seconds > 0):
@@ -110,11 +122,13 @@ def run_capture(server: str, model: str, source: str, fps: float, seconds: float
         raise ConfigError(f"--server {server!r}: expected HOST:PORT")
     if calibrate_seconds is not None and not (math.isfinite(calibrate_seconds) and 0 < calibrate_seconds <= 60):
         raise ConfigError(f"--calibrate-seconds {calibrate_seconds:g}: expected 0 < seconds <= 60")
+    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
+        raise ConfigError(f"--jpeg {jpeg_quality}: expected a quality from 1 to 100")
     targets = [_receiver(kind, address) for kind, address in receivers]
     frames = open_source(source, fps, size)
     first, driving = next(frames)
     height, width = first.shape[:2]
-    pixel_format = "RGB8" if first.ndim == 3 else "GRAY8"
+    pixel_format = "JPEG" if jpeg_quality is not None else "RGB8" if first.ndim == 3 else "GRAY8"
     with _Recorder(record) as recorder, \
             Client(host, int(port), token=token, client_name="twinfer-stream") as client:
         local_host = client._sock.getsockname()[0]
@@ -141,7 +155,7 @@ def run_capture(server: str, model: str, source: str, fps: float, seconds: float
                     time.sleep(min(due - now, 0.05))
                     continue
                 recorder.write(tally.sent, driving)
-                sender.send_frame(image)
+                sender.send_frame(image if jpeg_quality is None else encode_jpeg(image, jpeg_quality))
                 tally.sent += 1
                 try:
                     image, driving = next(frames)
