@@ -5,24 +5,10 @@ and only backends safe on any thread run inline."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from twisted.internet.task import Clock
 
-from tests.support import SyncThreads, build_matmul_relu
-from twinfer.inference.facade import InferenceFacade
-from twinfer.inference.repository import ModelRepository
+from tests.support import build_matmul_relu
 
 X = np.abs(np.random.default_rng(3).standard_normal((2, 16))).astype(np.float32)
-
-
-@pytest.fixture
-def world(tmp_path):
-    root = tmp_path / "repo"
-    build_matmul_relu(root / "tiny" / "1" / "model.onnx", np.eye(16))
-    threads = SyncThreads()
-    repo = ModelRepository(root, Clock(), threads)
-    repo.start()
-    return root, repo, InferenceFacade(repo), threads
 
 
 def test_a_leased_version_runs_inline_and_counts_the_run(world):

@@ -23,16 +23,6 @@ def infer(facade: InferenceFacade, version: str | None = None):
     return out[0]
 
 
-@pytest.fixture
-def world(tmp_path):
-    root = tmp_path / "repo"
-    build_matmul_relu(root / "tiny" / "1" / "model.onnx", np.eye(16))
-    threads = SyncThreads()
-    repo = ModelRepository(root, Clock(), threads)
-    repo.start()
-    return root, repo, InferenceFacade(repo), threads
-
-
 def test_a_new_version_swaps_in_and_the_old_one_drains_then_unloads(world):
     root, repo, facade, threads = world
     assert np.allclose(infer(facade).outputs["OUTPUT0"], X)
