@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,6 +21,36 @@ def percentiles_ms(latencies_s: list[float]) -> tuple[float, float]:
         return float("nan"), float("nan")
     a = np.asarray(latencies_s) * 1e3
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+def grpc_closed_loop(url: str, model: str, concurrency: int, seconds: float) -> tuple[float, float, float]:
+    """(infer/s, p50 ms, p99 ms) of `concurrency` back-to-back tritonclient.grpc.aio callers on one channel, each
+    sending a [1, 16] FP32 INPUT0 (the tiny model's shape), after a 1 s warm-up."""
+    import tritonclient.grpc.aio as g
+
+    x = np.random.default_rng(1).standard_normal((1, 16)).astype(np.float32)
+
+    async def worker(client, stop: float, latencies: list[float]) -> None:
+        inp = g.InferInput("INPUT0", [1, 16], "FP32")
+        inp.set_data_from_numpy(x)
+        outputs = [g.InferRequestedOutput("OUTPUT0")]
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            await client.infer(model, [inp], outputs=outputs)
+            latencies.append(time.perf_counter() - t)
+
+    async def main() -> tuple[float, list[float]]:
+        client = g.InferenceServerClient(url)
+        await asyncio.gather(*[worker(client, time.perf_counter() + 1, []) for _ in range(concurrency)])
+        latencies: list[float] = []
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker(client, t0 + seconds, latencies) for _ in range(concurrency)])
+        elapsed = time.perf_counter() - t0
+        await client.close()
+        return elapsed, latencies
+
+    elapsed, latencies = asyncio.run(main())
+    return (len(latencies) / elapsed, *percentiles_ms(latencies))
 
 
 @contextmanager

@@ -15,7 +15,6 @@ the server, so compare ratios measured in one run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.common import demo_repository, percentiles_ms, running_server  # noqa: E402
+from bench.common import demo_repository, grpc_closed_loop, percentiles_ms, running_server  # noqa: E402
 from bench.tcp_tiny import raw_onnxruntime  # noqa: E402
 
 
@@ -85,35 +84,6 @@ def http_tritonclient(port: int, seconds: float, concurrency: int) -> tuple[floa
     return len(latencies) / elapsed, p50, p99, "tritonclient.http"
 
 
-def grpc_closed_loop(port: int, seconds: float, concurrency: int) -> tuple[float, float, float, str]:
-    import tritonclient.grpc.aio as g
-
-    x = np.random.default_rng(1).standard_normal((1, 16)).astype(np.float32)
-
-    async def worker(client, stop: float, latencies: list[float]) -> None:
-        inp = g.InferInput("INPUT0", [1, 16], "FP32")
-        inp.set_data_from_numpy(x)
-        outputs = [g.InferRequestedOutput("OUTPUT0")]
-        while time.perf_counter() < stop:
-            t = time.perf_counter()
-            await client.infer("tiny", [inp], outputs=outputs)
-            latencies.append(time.perf_counter() - t)
-
-    async def main() -> tuple[float, list[float]]:
-        client = g.InferenceServerClient(f"127.0.0.1:{port}")
-        await asyncio.gather(*[worker(client, time.perf_counter() + 1, []) for _ in range(concurrency)])
-        latencies: list[float] = []
-        t0 = time.perf_counter()
-        await asyncio.gather(*[worker(client, t0 + seconds, latencies) for _ in range(concurrency)])
-        elapsed = time.perf_counter() - t0
-        await client.close()
-        return elapsed, latencies
-
-    elapsed, latencies = asyncio.run(main())
-    p50, p99 = percentiles_ms(latencies)
-    return len(latencies) / elapsed, p50, p99, "tritonclient.grpc.aio"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -127,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             http = http_wrk if shutil.which("wrk") else http_tritonclient
             rate, p50, p99, tool = http(ports["http"], args.seconds, args.concurrency)
             rows.append((f"twinfer HTTP+JSON c={args.concurrency}", tool, rate, p50, p99))
-            rate, p50, p99, tool = grpc_closed_loop(ports["grpc"], args.seconds, args.concurrency)
+            rate, p50, p99 = grpc_closed_loop(f"127.0.0.1:{ports['grpc']}", "tiny", args.concurrency, args.seconds)
+            tool = "tritonclient.grpc.aio"
             rows.append((f"twinfer gRPC c={args.concurrency}", tool, rate, p50, p99))
     print(f"tiny model, batch 1 per request, {args.seconds:g} s per row, {os.cpu_count()} cores")
     print(f"{'system':<36} {'tool':<22} {'infer/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs raw ORT':>10}")

@@ -16,7 +16,6 @@ The load generators share the machine's cores with the servers: compare the rati
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from bench import peers  # noqa: E402
-from bench.common import percentiles_ms, running_server  # noqa: E402
+from bench.common import grpc_closed_loop, percentiles_ms, running_server  # noqa: E402
 
 # One model.py for both servers. Triton's stub does not see the venv's onnxruntime, hence `site_packages`.
 BATCHING_MODEL_PY = textwrap.dedent('''
@@ -143,33 +142,6 @@ def build_repository(root: Path, site_packages: str | None = None) -> Path:
 # --- loads --------------------------------------------------------------------------------------------------------
 
 X = np.random.default_rng(1).standard_normal((1, 16)).astype(np.float32)
-
-
-def grpc_closed_loop(url: str, model: str, concurrency: int, seconds: float) -> tuple[float, float, float]:
-    """(infer/s, p50 ms, p99 ms) of `concurrency` back-to-back tritonclient.grpc.aio callers."""
-    import tritonclient.grpc.aio as g
-
-    async def worker(client, stop: float, latencies: list[float]) -> None:
-        inp = g.InferInput("INPUT0", [1, 16], "FP32")
-        inp.set_data_from_numpy(X)
-        outputs = [g.InferRequestedOutput("OUTPUT0")]
-        while time.perf_counter() < stop:
-            t = time.perf_counter()
-            await client.infer(model, [inp], outputs=outputs)
-            latencies.append(time.perf_counter() - t)
-
-    async def main() -> tuple[float, list[float]]:
-        client = g.InferenceServerClient(url)
-        await asyncio.gather(*[worker(client, time.perf_counter() + 1, []) for _ in range(concurrency)])
-        latencies: list[float] = []
-        t0 = time.perf_counter()
-        await asyncio.gather(*[worker(client, t0 + seconds, latencies) for _ in range(concurrency)])
-        elapsed = time.perf_counter() - t0
-        await client.close()
-        return elapsed, latencies
-
-    elapsed, latencies = asyncio.run(main())
-    return (len(latencies) / elapsed, *percentiles_ms(latencies))
 
 
 def direct_execute(model_file: Path, seconds: float) -> tuple[float, float, float]:

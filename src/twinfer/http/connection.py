@@ -27,6 +27,7 @@ from zope.interface import implementer
 from twisted.python.failure import Failure
 
 from twinfer.backpressure import ReadPauser, read_pauser_for
+from twinfer.tcp_ack import ack_now
 from twinfer.errors import TwinferError
 from twinfer.http.body_budget import BodyBudget
 from twinfer.http.errors import status_for
@@ -216,6 +217,7 @@ class HttpConnection(Protocol):
                 self._fail_connection(431, f"request headers larger than {self._limits.max_header_bytes} bytes")
                 return
         if self._phase != _IDLE:
+            ack_now(self.transport)  # a request spans reads: let a Nagle client send the rest (tcp_ack)
             self._arm_deadline(now)
 
     # --- deadlines ----------------------------------------------------------------------------------------------

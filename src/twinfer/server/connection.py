@@ -23,6 +23,7 @@ from zope.interface import implementer
 from twisted.python.failure import Failure
 
 from twinfer.backpressure import ReadPauser, read_pauser_for
+from twinfer.tcp_ack import ack_now
 from twinfer.errors import (
     FrameTooLarge,
     InvalidFrame,
@@ -195,6 +196,8 @@ class GameConnection(Protocol):
             return
         if self._closing:
             return
+        if decoder.buffered:
+            ack_now(self.transport)  # a frame spans reads: let a Nagle client send the rest (tcp_ack)
         if decoder.receiving_body:
             if self._body_call is None or self._body_header != decoder.headers_seen:
                 if self._body_call is not None:
