@@ -100,8 +100,7 @@ def process_cpu_s(pid: int) -> float:
 
 # --- sender processes ------------------------------------------------------------------------------------------
 
-def _open_streams(tcp_port: int, count: int, pixel_format: str, model: str = "face_tracker",
-                  size: tuple[int, int] = (512, 512)):
+def _open_streams(tcp_port: int, count: int, pixel_format: str):
     from twinfer.client import Client
     from twinfer.client.streams import StreamSender, target
 
@@ -112,7 +111,7 @@ def _open_streams(tcp_port: int, count: int, pixel_format: str, model: str = "fa
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
-        sender = StreamSender(client, model, *size, pixel_format=pixel_format,
+        sender = StreamSender(client, "face_tracker", 512, 512, pixel_format=pixel_format,
                               targets=[target("native", f"127.0.0.1:{sock.getsockname()[1]}")])
         streams.append((sender, sock))
     return client, streams
@@ -163,13 +162,12 @@ def closed_loop_sender(tcp_port: int, count: int, pixel_format: str, frames: lis
 
 
 def paced_sender(tcp_port: int, indices: list[int], total: int, pixel_format: str, frames: list[bytes],
-                 start: float, seconds: float, out: mp.Queue, model: str = "face_tracker",
-                 size: tuple[int, int] = (512, 512)) -> None:
+                 start: float, seconds: float, out: mp.Queue) -> None:
     """Streams `indices` of `total`, 60 fps each, stream k sending at k/total of each frame period; latency =
     receive time - capture time (both time.time_ns on this machine)."""
     from twinfer.protocol import game_pb2
 
-    client, streams = _open_streams(tcp_port, len(indices), pixel_format, model, size)
+    client, streams = _open_streams(tcp_port, len(indices), pixel_format)
     selector = selectors.DefaultSelector()
     for _, sock in streams:
         selector.register(sock, selectors.EVENT_READ)
@@ -191,7 +189,7 @@ def paced_sender(tcp_port: int, indices: list[int], total: int, pixel_format: st
     while time.time() < drain_until:
         _drain(selector, 0.05, latencies, game_pb2)
     _close(client, streams)
-    out.put({"latencies_ms": latencies, "sent": sent, "cpu_s": time.process_time()})
+    out.put({"latencies_ms": latencies, "sent": sent})
 
 
 def _wait_for(start: float, streams) -> None:
@@ -258,15 +256,11 @@ def throughput(tcp_port: int, server_pid: int, n: int, seconds: float, pixel_for
 
 # --- (c) 60 fps streams within the frame budget ---------------------------------------------------------------
 
-def paced(tcp_port: int, n: int, seconds: float, pixel_format: str, frames: list[bytes],
-          model: str = "face_tracker", size: tuple[int, int] = (512, 512)) -> dict:
-    """N open-loop 60 fps streams from sender processes of STREAMS_PER_SENDER streams each (one session each), so
-    the Python senders are not what limits the count (bench/streams.py uses it too)."""
+def paced(tcp_port: int, n: int, seconds: float, pixel_format: str, frames: list[bytes]) -> dict:
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     start = time.time() + 1.5 + 0.3 * n
-    procs = [ctx.Process(target=paced_sender,
-                         args=(tcp_port, g, n, pixel_format, frames, start, seconds, queue, model, size))
+    procs = [ctx.Process(target=paced_sender, args=(tcp_port, g, n, pixel_format, frames, start, seconds, queue))
              for g in _groups(n)]
     for p in procs:
         p.start()
@@ -277,8 +271,7 @@ def paced(tcp_port: int, n: int, seconds: float, pixel_format: str, frames: list
     sent = sum(part["sent"] for part in parts)
     p99 = float(np.percentile(latencies, 99)) if latencies else float("inf")
     p50 = float(np.percentile(latencies, 50)) if latencies else float("inf")
-    return {"streams": n, "p50_ms": p50, "p99_ms": p99, "delivered": len(latencies) / max(sent, 1), "sent": sent,
-            "sender_processes": len(procs), "sender_cpu_s": sum(part["cpu_s"] for part in parts)}
+    return {"streams": n, "p50_ms": p50, "p99_ms": p99, "delivered": len(latencies) / max(sent, 1), "sent": sent}
 
 
 def most_streams(tcp_port: int, seconds: float, max_streams: int, pixel_format: str,
