@@ -405,6 +405,14 @@ def test_metric_families_follow_tritons_rules():
         pb_utils.MetricFamily("twinfer_fake", "d", pb_utils.MetricFamily.GAUGE)
 
 
+def models_with_helpers(tmp_path, model: str):
+    """Python models `a` and `b`, both this model.py, each beside its own helpers.py (FACTOR = 2 and 3), loaded."""
+    for name, factor in (("a", 2), ("b", 3)):
+        path = write_python_model(tmp_path, name, model, ECHO_CONFIG)
+        (path.parent / "helpers.py").write_text(f"FACTOR = {factor}\n")
+    return load(tmp_path, "a")[1], load(tmp_path, "b")[1]
+
+
 def test_helper_modules_beside_model_py_do_not_leak_between_models(tmp_path):
     model = '''
     import helpers
@@ -415,11 +423,7 @@ def test_helper_modules_beside_model_py_do_not_leak_between_models(tmp_path):
             return [pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x")
                                                                 .as_numpy() * helpers.FACTOR)]) for r in requests]
     '''
-    for name, factor in (("a", 2), ("b", 3)):
-        path = write_python_model(tmp_path, name, model, ECHO_CONFIG)
-        (path.parent / "helpers.py").write_text(f"FACTOR = {factor}\n")
-    _, a = load(tmp_path, "a")
-    _, b = load(tmp_path, "b")
+    a, b = models_with_helpers(tmp_path, model)
     x = np.ones((1, 1), np.float32)
     assert a.run_requests([({"x": x}, ["y"])])[0]["y"][0, 0] == 2
     assert b.run_requests([({"x": x}, ["y"])])[0]["y"][0, 0] == 3  # its own helpers.py, not a's
@@ -646,11 +650,7 @@ def test_relative_imports_of_helpers_work_and_stay_private(tmp_path):
                                                                 .as_numpy() * FACTOR * helpers.FACTOR)])
                     for r in requests]
     '''
-    for name, factor in (("a", 2), ("b", 3)):
-        path = write_python_model(tmp_path, name, model, ECHO_CONFIG)
-        (path.parent / "helpers.py").write_text(f"FACTOR = {factor}\n")
-    _, a = load(tmp_path, "a")
-    _, b = load(tmp_path, "b")
+    a, b = models_with_helpers(tmp_path, model)
     x = np.ones((1, 1), np.float32)
     assert a.run_requests([({"x": x}, ["y"])])[0]["y"][0, 0] == 4
     assert b.run_requests([({"x": x}, ["y"])])[0]["y"][0, 0] == 9
