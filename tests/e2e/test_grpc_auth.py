@@ -36,10 +36,12 @@ def tiny_input() -> grpcclient.InferInput:
     return inp
 
 
-@pytest.fixture
-def secured(tmp_path, server_factory):
+@pytest.fixture(params=["twisted", "grpcio"])
+def secured(request, tmp_path, server_factory):
+    """Both gRPC servers (twinfer's own HTTP/2, the default, and grpcio's) keep the same policy."""
     repo = make_repository(tmp_path / "repo")
-    server = server_factory(repo, env={"TWINFER_AUTH__TOKEN_SECRET": SECRET, "TWINFER_AUTH__ADMIN_TOKEN": ADMIN})
+    server = server_factory(repo, env={"TWINFER_AUTH__TOKEN_SECRET": SECRET, "TWINFER_AUTH__ADMIN_TOKEN": ADMIN,
+                                       "TWINFER_GRPC_SERVER": request.param})
     client = grpcclient.InferenceServerClient(server.grpc)
     yield server, client
     client.close()

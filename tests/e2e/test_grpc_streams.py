@@ -156,8 +156,11 @@ def test_thousands_of_concurrent_streams_end_ok_or_with_a_typed_limit(tmp_path, 
     assert set(many) <= {"ok", over_cap}, many
     assert many["ok"] >= 1000 and many[over_cap] >= 1 and sum(many.values()) == 2880, many
 
-    one_connection = _burst(server.grpc, 1, 1500)  # at most 500 open at once: the process cap is not reached
+    # At most 500 open at once on one connection, so the process cap is not reached. The server advertises the
+    # limit in its SETTINGS: a client that honours it queues the rest (all ok); one that opens a stream past it
+    # gets REFUSED_STREAM (UNAVAILABLE, safe to retry).
+    one_connection = _burst(server.grpc, 1, 1500)
     refused = ("UNAVAILABLE", "Stream removed (RST_STREAM (Received RST_STREAM with error code 7))")
     assert set(one_connection) <= {"ok", refused}, one_connection
-    assert one_connection["ok"] >= 500 and one_connection[refused] >= 1, one_connection
+    assert one_connection["ok"] >= 500 and sum(one_connection.values()) == 1500, one_connection
     assert "Traceback" not in server.log() and server.stop() == 0

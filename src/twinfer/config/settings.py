@@ -96,6 +96,9 @@ class Settings(_Section):
                                           "flight or answered but unread; reading stops past it")
     grpc_max_concurrent_streams: int = Field(1024, ge=1, description="concurrent gRPC calls per connection; past "
                                              "it HTTP/2 refuses the new stream (UNAVAILABLE, safe to retry)")
+    grpc_server: Literal["twisted", "grpcio"] = Field(
+        "twisted", description="what serves gRPC: `twisted`, twinfer's own HTTP/2 on the reactor "
+        "(twinfer.grpc.native_server: half grpcio's CPU per call), or `grpcio`, grpcio's aio server")
     grpc_max_open_streams: int = Field(1024, ge=1, description="gRPC ModelStreamInfer calls open at once in one "
                                        "process; past it, a new one gets RESOURCE_EXHAUSTED")
     idle_timeout_s: float = Field(60.0, gt=0, description="close a connection silent this long (pings count)")

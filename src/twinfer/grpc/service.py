@@ -12,12 +12,13 @@ thread-pool server (16 threads) handing each call to the reactor with blockingCa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
+from twisted.internet.defer import Deferred
 
 from twinfer.config.settings import Settings
 from twinfer.errors import InvalidInput, ModelNotFound, ModelNotReady
@@ -63,45 +64,84 @@ class KServeGrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):
         finally:
             self.open_streams.leave()
 
-    async def ServerLive(self, request, context):
+    # --- the unary methods, as plain calls (a message, or a Deferred of one): the native server calls them
+    # directly, grpcio's through the async methods below ---
+
+    def server_live(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request, context):
+    def server_ready(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.facade.ready())
 
-    async def ModelReady(self, request, context):
+    def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
         try:
             self.facade.resolve(_check_name(request.name), request.version or None)
         except (ModelNotReady, ModelNotFound):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 
-    async def ServerMetadata(self, request, context):
+    def server_metadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
         return messages.server_metadata()
 
-    async def ModelMetadata(self, request, context):
+    def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
         version = self.facade.resolve(_check_name(request.name), request.version or None)
         return messages.model_metadata(self.facade.model(request.name), version)
 
-    async def ModelConfig(self, request, context):
+    def model_config(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
         version = self.facade.resolve(_check_name(request.name), request.version or None)
         return pb.ModelConfigResponse(config=messages.triton_config(version.config))
 
-    async def ModelStatistics(self, request, context):
+    def model_statistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
         name = _check_name(request.name) if request.name else None
         versions = self.facade.versions_for_statistics(name, request.version or None)
         return pb.ModelStatisticsResponse(model_stats=[messages.model_statistics(v) for v in versions])
 
-    async def RepositoryIndex(self, request, context):
+    def repository_index(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
         return messages.repository_index(self.facade.models(), request.ready)
 
+    def repository_model_load(self, request: pb.RepositoryModelLoadRequest) -> Deferred:
+        return self.facade.load(_check_name(request.model_name)).addCallback(
+            lambda _: pb.RepositoryModelLoadResponse())
+
+    def repository_model_unload(self, request: pb.RepositoryModelUnloadRequest) -> Deferred:
+        return self.facade.unload(_check_name(request.model_name)).addCallback(
+            lambda _: pb.RepositoryModelUnloadResponse())
+
+    async def _call(self, plain: Callable[[Any], Any], request: Any) -> Any:
+        answer = plain(request)
+        if isinstance(answer, Deferred):
+            answer = await answer.asFuture(asyncio.get_running_loop())
+        return answer
+
+    async def ServerLive(self, request, context):
+        return await self._call(self.server_live, request)
+
+    async def ServerReady(self, request, context):
+        return await self._call(self.server_ready, request)
+
+    async def ModelReady(self, request, context):
+        return await self._call(self.model_ready, request)
+
+    async def ServerMetadata(self, request, context):
+        return await self._call(self.server_metadata, request)
+
+    async def ModelMetadata(self, request, context):
+        return await self._call(self.model_metadata, request)
+
+    async def ModelConfig(self, request, context):
+        return await self._call(self.model_config, request)
+
+    async def ModelStatistics(self, request, context):
+        return await self._call(self.model_statistics, request)
+
+    async def RepositoryIndex(self, request, context):
+        return await self._call(self.repository_index, request)
+
     async def RepositoryModelLoad(self, request, context):
-        await self.facade.load(_check_name(request.model_name)).asFuture(asyncio.get_running_loop())
-        return pb.RepositoryModelLoadResponse()
+        return await self._call(self.repository_model_load, request)
 
     async def RepositoryModelUnload(self, request, context):
-        await self.facade.unload(_check_name(request.model_name)).asFuture(asyncio.get_running_loop())
-        return pb.RepositoryModelUnloadResponse()
+        return await self._call(self.repository_model_unload, request)
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:

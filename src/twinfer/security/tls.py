@@ -60,8 +60,9 @@ def read_tls_files(tls: TlsSettings) -> TlsFiles | None:
                     _read("tls.client_ca_file", tls.client_ca_file) if tls.client_ca_file is not None else None)
 
 
-def server_tls_options(tls: TlsSettings) -> Any | None:
-    """Twisted's CertificateOptions for `tls`, or None when TLS is off (no cert_file and no key_file)."""
+def server_tls_options(tls: TlsSettings, alpn: list[bytes] | None = None) -> Any | None:
+    """Twisted's CertificateOptions for `tls`, or None when TLS is off (no cert_file and no key_file). `alpn`: the
+    protocols offered by ALPN (gRPC clients require b"h2")."""
     if read_tls_files(tls) is None:
         return None
     from cryptography.hazmat.primitives import serialization
@@ -84,6 +85,7 @@ def server_tls_options(tls: TlsSettings) -> Any | None:
         extraCertChain=chain[1:],
         trustRoot=trust,  # set: a client certificate is required and must chain to it
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        acceptableProtocols=alpn,
     )
     try:
         options.getContext()  # loads key and certificate now: a mismatch fails at start, not at the first client

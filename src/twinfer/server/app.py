@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from twinfer.backends import BackendOptions
@@ -133,10 +133,34 @@ class TwinferServer:
         self._listeners: list[Any] = []
         self._grpc_server: Any = None
         self._grpc_credentials: Any = None
-        if settings.grpc_port >= 0:
+        self.grpc_factory: Any = None
+        self._grpc_tls = server_tls_options(settings.tls, alpn=[b"h2"]) if settings.grpc_port >= 0 else None
+        if settings.grpc_port >= 0 and settings.grpc_server == "grpcio":
             from twinfer.grpc.tls import server_credentials
 
             self._grpc_credentials = server_credentials(settings.tls)  # a bad TLS setting fails here, readably
+        elif settings.grpc_port >= 0:
+            self.grpc_factory = self._native_grpc(body_budget)
+
+    def _native_grpc(self, budget: BodyBudget) -> Any:
+        """gRPC on twinfer's own HTTP/2 (twinfer.grpc.native_server), TLS with ALPN h2 as gRPC clients require."""
+        from twinfer.grpc.guard import CallGuard
+        from twinfer.grpc.native_server import NativeGrpcServer
+        from twinfer.grpc.service import KServeGrpcService
+        from twinfer.grpc.streams import OpenStreamLimit
+        from twinfer.http2.connection import Http2Factory
+        from twinfer.security.tokens import AdminCheck
+
+        s = self.settings
+        service = KServeGrpcService(self.facade, s.grpc_stream_max_inflight, OpenStreamLimit(s.grpc_max_open_streams))
+        guard = CallGuard(self.context.auth, AdminCheck(s.auth.admin_token))
+        self.grpc_server = NativeGrpcServer(service, guard, self.reactor, budget,
+                                            max_message_bytes=s.max_http_body_bytes, body_timeout_s=s.body_timeout_s)
+        factory = Http2Factory(self.grpc_server.open_stream, self.reactor,
+                               max_concurrent_streams=s.grpc_max_concurrent_streams,
+                               max_header_bytes=s.max_http_header_bytes, idle_timeout_s=s.idle_timeout_s)
+        self.grpc_factory = factory
+        return factory
 
     def _endpoint(self, port: int):
         host = self.settings.host
@@ -155,6 +179,8 @@ class TwinferServer:
             ("tcp", self.settings.tcp_port, wrap_tls(self.tcp_factory, self.tls_options)),
             ("http", self.settings.http_port, wrap_tls(self.http_factory, self.tls_options)),
             ("metrics", self.settings.metrics_port, self.metrics_factory),  # plain: bind it to an internal interface
+            *((("grpc", self.settings.grpc_port, wrap_tls(self.grpc_factory, self._grpc_tls)),)
+              if self.grpc_factory is not None else ()),
         ):
             if port_number >= 0 and self.settings.reuse_port:
                 port = listen_shared(self.reactor, self.settings.host, port_number, factory)
@@ -169,7 +195,7 @@ class TwinferServer:
                                          interface=self.settings.host, maxPacketSize=65535)
             self._listeners.append(udp)
             self.ports["udp"] = udp.getHost().port
-        if self.settings.grpc_port >= 0:
+        if self.settings.grpc_port >= 0 and self.grpc_factory is None:
             from twinfer.grpc.service import start_grpc_server
 
             self._grpc_server, self.ports["grpc"] = yield Deferred.fromFuture(asyncio.ensure_future(
@@ -298,6 +324,11 @@ class TwinferServer:
         self.tcp_factory.close_all("server shutting down")
         if self._grpc_server is not None:
             yield Deferred.fromFuture(asyncio.ensure_future(self._grpc_server.stop(1.0)))
+        if self.grpc_factory is not None:  # GOAWAY: calls in flight finish (for up to 1 s, as grpcio's stop gave)
+            self.grpc_factory.go_away_all()
+            deadline = self.reactor.seconds() + 1.0
+            while self.grpc_factory.connections and self.reactor.seconds() < deadline:
+                yield deferLater(self.reactor, 0.02, lambda: None)
         yield DeferredList([maybeDeferred(p.stopListening) for p in self._listeners])
         self.json_decoder.stop()
         yield self.repository.stop()
