@@ -196,6 +196,24 @@ def test_a_stream_answers_each_request_and_errors_travel_in_it(server):
     assert response.grpc_status == 0 and response.ended
 
 
+def test_thousands_of_requests_answered_at_once_do_not_recurse(server):
+    """Errors found before any work answer synchronously; 5,000 of them queued in one window must not nest 5,000
+    calls deep (RecursionError)."""
+    peer = server.peer()
+    stream = peer.next_stream
+    peer.next_stream += 2
+    bad = Peer.grpc_message(infer_request(model="nope"))
+    peer.send(peer.headers_frame(stream, GRPC_HEADERS + [(":path", STREAM)]))
+    for start in range(0, 5000, 1000):
+        peer.send(f.frame(f.DATA, f.FLAG_END_STREAM if start == 4000 else 0, stream, bad * 1000))
+    response = peer.response(stream)
+    assert 0 < len(response.messages()) < 5000 and not response.ended  # the answers fill our 64 KiB window...
+    peer.send(f.window_update(0, 1 << 20) + f.window_update(stream, 1 << 20))  # ... and go on once it grows
+    response = peer.response(stream)
+    assert len(response.messages()) == 5000 and response.grpc_status == 0
+    assert all(pb.ModelStreamInferResponse.FromString(m).error_message for m in response.messages()[:3])
+
+
 # --- HTTP/2 limits ------------------------------------------------------------------------------------------------
 
 def test_not_http2_is_a_protocol_error(server):

@@ -156,7 +156,7 @@ class GrpcCall:
 
     __slots__ = ("server", "stream", "method", "headers", "done", "_buffer", "_expected", "_held", "_messages",
                  "_request_ended", "_timer", "_streaming", "_inflight", "_unconsumed", "_open_stream_counted",
-                 "_request_class", "_request_id")
+                 "_request_class", "_request_id", "_pumping", "_pump_again")
 
     def __init__(self, server: NativeGrpcServer, stream: Http2Stream, method: str,
                  headers: dict[bytes, bytes]) -> None:
@@ -177,6 +177,7 @@ class GrpcCall:
         self._open_stream_counted = False
         self._request_class: type[Message] = pb.ModelInferRequest
         self._request_id = ""
+        self._pumping = self._pump_again = False
 
     # --- start: method, credentials, deadline ---------------------------------------------------------------------
 
@@ -340,7 +341,22 @@ class GrpcCall:
 
     def _pump(self) -> None:
         """Start what the stream's slots allow; give the client window back for what was started; end the call
-        when the client has half-closed and every answer is out."""
+        when the client has half-closed and every answer is out. Answers that come at once (errors found before
+        any work) re-enter here: they only mark the loop to go round again, so thousands of them queued in one
+        window cannot recurse."""
+        if self._pumping:
+            self._pump_again = True
+            return
+        self._pumping = True
+        try:
+            self._pump_again = True
+            while self._pump_again:
+                self._pump_again = False
+                self._pump_once()
+        finally:
+            self._pumping = False
+
+    def _pump_once(self) -> None:
         limit = self.server.service.stream_max_inflight
         while self._messages and self._inflight < limit and not self.done:
             message = self._messages.popleft()

@@ -191,6 +191,8 @@ class Http2Stream:
 class Http2Factory(Factory):
     """Shared by a listener's connections: the handler that opens streams, limits, and the open connections."""
 
+    noisy = False  # no log line per connection
+
     def __init__(self, open_stream: Callable[[Http2Stream], StreamHandler | None], clock: IReactorTime, *,
                  max_concurrent_streams: int = 1024, max_header_bytes: int = 16 * 1024,
                  idle_timeout_s: float = 60.0) -> None:
@@ -233,6 +235,7 @@ class Http2Connection(Protocol):
         self._control_window_start = 0.0
         self._going_away = False
         self._closed = False
+        self._closing = False
         self._idle_call: IDelayedCall | None = None
         self._last_active = 0.0
         self._pauser: Any = None
@@ -290,6 +293,7 @@ class Http2Connection(Protocol):
             self._close()
 
     def _close(self) -> None:
+        self._closing = True  # frames still in the buffer are not looked at
         if self._pauser is not None:
             self._pauser.unregister()
         self.transport.loseConnection()
@@ -333,7 +337,7 @@ class Http2Connection(Protocol):
     # --- reading -------------------------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._closing:
             return
         buffer = self._buffer
         buffer += data
@@ -349,7 +353,7 @@ class Http2Connection(Protocol):
                 self._preface_seen = True
             offset, end = 0, len(buffer)
             header = f.FRAME_HEADER
-            while end - offset >= 9 and not self._closed:
+            while end - offset >= 9 and not self._closing:
                 high, low, kind, flags, stream_id = header.unpack_from(buffer, offset)
                 size = (high << 8) | low
                 if size > MAX_FRAME_SIZE:
