@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to stream: fps x seconds frames are sent (default 10)")
     p.add_argument("--calibrate-seconds", type=float, metavar="N",
                    help="once the stream is open, take your neutral face over N seconds (face_tracker; 0 < N <= 60)")
+    p.add_argument("--pixel-format", choices=("RGB8", "RGBA8", "BGRA8", "GRAY8"),
+                   help="raw frames in this format (default RGB8, GRAY8 for a grey source): RGBA8 and BGRA8 are what "
+                   "Unity textures and Unreal read-backs hold, to try an engine's wire format")
+    p.add_argument("--landmarks", action="store_true",
+                   help="ask for the face tracker's 468 landmarks in each result (native receivers get them)")
     p.add_argument("--jpeg", type=int, metavar="QUALITY",
                    help="send each frame as a JPEG of this quality (1-100; 85 is a good camera setting): a 640x480 "
                         "frame is ~40 KB instead of 900 KB raw")
@@ -300,7 +305,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     receivers = [(kind, address) for kind in ("vmc", "livelink", "native") for address in getattr(args, kind)]
     return run_capture(args.server, args.model, args.source, args.fps, args.seconds, receivers, args.token,
                        args.smoothing, record=args.record, size=args.size, calibrate_seconds=args.calibrate_seconds,
-                       jpeg_quality=args.jpeg)
+                       jpeg_quality=args.jpeg, pixel_format=args.pixel_format, want_landmarks=args.landmarks)
 
 
 def cmd_receive(args: argparse.Namespace) -> int:

@@ -187,7 +187,8 @@ def _write_video(path, segments: list[tuple[Image.Image, int]], fps: int) -> int
     return count
 
 
-@pytest.mark.parametrize("encoding", [[], ["--jpeg", "85"]], ids=["raw-rgb", "jpeg"])
+@pytest.mark.parametrize("encoding", [[], ["--jpeg", "85"], ["--pixel-format", "BGRA8", "--landmarks"]],
+                         ids=["raw-rgb", "jpeg", "bgra-with-landmarks"])
 def test_the_cli_streams_a_video_into_vmc_and_live_link_receivers(tracker, tmp_path, encoding):
     rolled = astronaut().rotate(20, resample=Image.BILINEAR)
     video = tmp_path / "faces.avi"
@@ -204,7 +205,9 @@ def test_the_cli_streams_a_video_into_vmc_and_live_link_receivers(tracker, tmp_p
          "--vmc", f"127.0.0.1:{vmc.port}", "--livelink", f"127.0.0.1:{livelink.getsockname()[1]}", *encoding],
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert ("JPEG at" in done.stdout) == bool(encoding), done.stdout
+    wire = encoding[1] if encoding and encoding[0] == "--pixel-format" else "JPEG" if encoding else "RGB8"
+    assert f"{wire} at" in done.stdout, done.stdout
+    assert ("468 landmarks" in done.stdout) == ("--landmarks" in encoding), done.stdout
     packets = []
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

@@ -27,6 +27,7 @@ def free_port() -> int:
     (["--calibrate-seconds", "61"], "--calibrate-seconds 61"),
     (["--jpeg", "0"], "--jpeg 0: expected a quality from 1 to 100"),
     (["--jpeg", "101"], "--jpeg 101"),
+    (["--jpeg", "80", "--pixel-format", "RGBA8"], "--jpeg and --pixel-format: choose one"),
     (["--vmc", "127.0.0.1:notaport"], "--vmc '127.0.0.1:notaport': expected HOST:PORT"),
     (["--server", "nohostport"], "--server 'nohostport': expected HOST:PORT"),
 ])
@@ -50,3 +51,20 @@ def test_receive_takes_exactly_one_of_vmc_and_livelink(capsys):
     with pytest.raises(SystemExit):
         main(["receive", "--vmc", "1", "--livelink", "2"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_source_frames_in_each_raw_pixel_format():
+    import numpy as np
+
+    from twinfer.streaming.capture import as_pixel_format
+    from twinfer.streaming.pixels import frame_pixels
+
+    rgb = np.random.default_rng(3).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    for fmt in ("RGB8", "RGBA8", "BGRA8"):
+        wire = as_pixel_format(rgb, fmt)
+        assert wire.shape == (4, 5, 4 if fmt != "RGB8" else 3)
+        np.testing.assert_array_equal(frame_pixels(wire.tobytes(), fmt, 5, 4), rgb)  # the server reads it back
+    grey = as_pixel_format(rgb, "GRAY8")
+    expected = (rgb.astype(float) @ [0.299, 0.587, 0.114]).round()
+    np.testing.assert_array_equal(grey, expected.astype(np.uint8))
+    np.testing.assert_array_equal(as_pixel_format(grey, "RGBA8")[..., 3], 255)

@@ -61,6 +61,19 @@ CALIBRATION_NAMES = {game_pb2.CALIBRATION_STATE_NONE: "not calibrated",
                      game_pb2.CALIBRATION_STATE_CALIBRATED: "calibrated"}
 
 
+def as_pixel_format(image: np.ndarray, pixel_format: str) -> np.ndarray:
+    """A source frame (HxW grey or HxWx3 RGB uint8) in the stream's raw format (docs/protocol.md 5)."""
+    rgb = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+    if pixel_format == "GRAY8":
+        if image.ndim == 2:
+            return image
+        return (rgb @ np.array([0.299, 0.587, 0.114])).round().clip(0, 255).astype(np.uint8)  # ITU-R BT.601
+    if pixel_format == "RGB8":
+        return rgb
+    alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+    return np.concatenate([rgb if pixel_format == "RGBA8" else rgb[..., ::-1], alpha], axis=2)
+
+
 def describe_face(face: game_pb2.FaceResult | None) -> str:
     """` | face yaw +12 pitch -3 roll +1 deg, calibrated` (empty for streams without a face)."""
     if face is None:
@@ -68,8 +81,9 @@ def describe_face(face: game_pb2.FaceResult | None) -> str:
     if not face.tracked:
         return f" | no face, {CALIBRATION_NAMES.get(face.calibration, '?')}"
     yaw, pitch, roll = (math.degrees(a) for a in (face.head_yaw, face.head_pitch, face.head_roll))
+    landmarks = f", {len(face.landmarks) // 3} landmarks" if face.landmarks else ""
     return (f" | face yaw {yaw:+4.0f} pitch {pitch:+4.0f} roll {roll:+4.0f} deg, "
-            f"{CALIBRATION_NAMES.get(face.calibration, '?')}")
+            f"{CALIBRATION_NAMES.get(face.calibration, '?')}{landmarks}")
 
 
 def _listen(sock: socket.socket, tally: _Tally, stop: threading.Event) -> None:
@@ -106,7 +120,8 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 def run_capture(server: str, model: str, source: str, fps: float, seconds: float, receivers: list[tuple[str, str]],
                 token: str | None = None, smoothing: bool = False, out=sys.stdout, record: Path | None = None,
-                size: int = 256, calibrate_seconds: float | None = None, jpeg_quality: int | None = None) -> int:
+                size: int = 256, calibrate_seconds: float | None = None, jpeg_quality: int | None = None,
+                pixel_format: str | None = None, want_landmarks: bool = False) -> int:
     """Stream `source` to `model`; with `record`, write one JSON line per frame sent (sequence number, wall-clock
     send time, the synthetic face's driving values) so what receivers got can be compared with what was sent;
     with `calibrate_seconds`, ask the server to take the user's neutral face over that long once the stream is
@@ -124,11 +139,13 @@ def run_capture(server: str, model: str, source: str, fps: float, seconds: float
         raise ConfigError(f"--calibrate-seconds {calibrate_seconds:g}: expected 0 < seconds <= 60")
     if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
         raise ConfigError(f"--jpeg {jpeg_quality}: expected a quality from 1 to 100")
+    if jpeg_quality is not None and pixel_format is not None:
+        raise ConfigError("--jpeg and --pixel-format: choose one (a JPEG carries its own pixels)")
     targets = [_receiver(kind, address) for kind, address in receivers]
     frames = open_source(source, fps, size)
     first, driving = next(frames)
     height, width = first.shape[:2]
-    pixel_format = "JPEG" if jpeg_quality is not None else "RGB8" if first.ndim == 3 else "GRAY8"
+    pixel_format = ("JPEG" if jpeg_quality is not None else pixel_format or ("RGB8" if first.ndim == 3 else "GRAY8"))
     with _Recorder(record) as recorder, \
             Client(host, int(port), token=token, client_name="twinfer-stream") as client:
         local_host = client._sock.getsockname()[0]
@@ -138,7 +155,8 @@ def run_capture(server: str, model: str, source: str, fps: float, seconds: float
         tally, stop = _Tally(), threading.Event()
         thread = threading.Thread(target=_listen, args=(listener, tally, stop), daemon=True)
         thread.start()
-        with StreamSender(client, model, width, height, pixel_format, targets, smoothing) as sender:
+        with StreamSender(client, model, width, height, pixel_format, targets, smoothing,
+                          want_landmarks=want_landmarks) as sender:
             print(f"stream {sender.stream_id}: {width}x{height} {pixel_format} at {fps:g} fps -> {model}, "
                   f"{len(targets) - 1} receiver(s)", file=out)
             if calibrate_seconds is not None:
@@ -155,7 +173,8 @@ def run_capture(server: str, model: str, source: str, fps: float, seconds: float
                     time.sleep(min(due - now, 0.05))
                     continue
                 recorder.write(tally.sent, driving)
-                sender.send_frame(image if jpeg_quality is None else encode_jpeg(image, jpeg_quality))
+                sender.send_frame(encode_jpeg(image, jpeg_quality) if jpeg_quality is not None
+                                  else as_pixel_format(image, pixel_format))
                 tally.sent += 1
                 try:
                     image, driving = next(frames)
