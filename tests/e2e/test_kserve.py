@@ -119,6 +119,25 @@ def test_grpc_metadata_config_infer_stream_and_async(kserve):
     client.close()
 
 
+def test_grpc_compressed_requests(kserve):
+    """tritonclient's compression_algorithm (gzip, deflate) on unary calls and on a stream, as Triton accepts."""
+    server, reference = kserve
+    client = grpcclient.InferenceServerClient(server.grpc)
+    inp = grpcclient.InferInput("INPUT0", list(X.shape), "FP32")
+    inp.set_data_from_numpy(X)
+    for algorithm in ("gzip", "deflate"):
+        result = client.infer("tiny", [inp], compression_algorithm=algorithm)
+        np.testing.assert_allclose(result.as_numpy("OUTPUT0"), reference(X), rtol=1e-6, atol=1e-6)
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)), compression_algorithm="gzip")
+    for i in range(3):
+        client.async_stream_infer("tiny", [inp], request_id=str(i))
+    results = [answers.get(timeout=10) for _ in range(3)]
+    client.stop_stream()
+    assert all(error is None for _, error in results), results
+    client.close()
+
+
 def test_grpc_asyncio_client(kserve):
     import asyncio
 

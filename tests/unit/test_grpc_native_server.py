@@ -7,6 +7,7 @@ connections (issue #14's rules, for the gRPC front-end of issue #20)."""
 from __future__ import annotations
 
 import struct
+import zlib
 
 import hpack
 import numpy as np
@@ -126,13 +127,66 @@ def test_a_message_over_the_limit_is_refused_from_its_prefix(server):
     assert server.budget.held == 0
 
 
-def test_compressed_messages_are_unimplemented(server):
-    peer = server.peer()
+def send_compressed(peer: Peer, body: bytes, encoding: str | None, method: str = INFER) -> int:
     stream = peer.next_stream
     peer.next_stream += 2
-    peer.send(peer.headers_frame(stream, GRPC_HEADERS + [(":path", INFER)])
-              + f.frame(f.DATA, f.FLAG_END_STREAM, stream, Peer.grpc_message(infer_request(), compressed=True)))
-    assert peer.response(stream).grpc_status == 12
+    extra = [("grpc-encoding", encoding)] if encoding else []
+    frames = peer.headers_frame(stream, GRPC_HEADERS + [(":path", method)] + extra)
+    message = Peer.grpc_message(body, compressed=True)
+    for i in range(0, len(message), h2c.MAX_FRAME_SIZE):
+        last = i + h2c.MAX_FRAME_SIZE >= len(message)
+        frames += f.frame(f.DATA, f.FLAG_END_STREAM if last else 0, stream, message[i:i + h2c.MAX_FRAME_SIZE])
+    peer.send(frames)
+    return stream
+
+
+def gzip(data: bytes) -> bytes:
+    import gzip as gz
+
+    return gz.compress(data)
+
+
+@pytest.mark.parametrize("encoding, pack", [("gzip", gzip), ("deflate", zlib.compress)])
+def test_compressed_requests_are_inflated(server, encoding, pack):
+    peer = server.peer()
+    response = peer.response(send_compressed(peer, pack(infer_request()), encoding))
+    assert response.grpc_status == 0, response
+    np.testing.assert_allclose(decode_answer(response.messages()[0]), np.arange(16).reshape(1, 16))
+    assert server.budget.held == 0
+
+
+def test_a_large_compressed_request_is_inflated_off_the_reactor(world):
+    from twisted.internet.defer import succeed
+
+    _, _, facade, _ = world
+    server = Server(facade, Clock(), max_message=64 << 20)
+    ran: list[str] = []
+    server.grpc.run_io = lambda fn, *args: ran.append(fn.__name__) or succeed(fn(*args))
+    request = pb.ModelInferRequest.FromString(infer_request())
+    request.parameters["padding"].string_param = np.random.default_rng(1).bytes(300_000).hex()
+    body = zlib.compress(request.SerializeToString())
+    assert len(body) > 256 * 1024  # random hex: about half its size once deflated
+    peer = server.peer()
+    peer.send(f.window_update(0, 1 << 24))
+    response = peer.response(send_compressed(peer, body, "deflate"))
+    assert response.grpc_status == 0 and ran == ["_inflate"]
+    assert peer.response(send_compressed(peer, zlib.compress(infer_request()), "deflate")).grpc_status == 0
+    assert ran == ["_inflate"]  # a small one is inflated in place
+    assert server.budget.held == 0
+
+
+def test_compressed_requests_are_bounded_and_checked(world):
+    _, _, facade, _ = world
+    server = Server(facade, Clock(), max_message=1 << 20)
+    peer = server.peer()
+    bomb = zlib.compress(b"\x00" * (8 << 20))  # 8 MiB of zeros in ~8 KB
+    response = peer.response(send_compressed(peer, bomb, "deflate"))
+    assert response.grpc_status == 8 and "once inflated" in response.header("grpc-message")
+    assert peer.response(send_compressed(peer, b"not zlib", "deflate")).grpc_status == 3
+    assert peer.response(send_compressed(peer, zlib.compress(infer_request())[:-4], "deflate")).grpc_status == 3
+    assert peer.response(send_compressed(peer, zlib.compress(infer_request()), None)).grpc_status == 12
+    assert peer.response(send_compressed(peer, zlib.compress(infer_request()), "snappy")).grpc_status == 12
+    assert server.budget.held == 0
 
 
 def test_the_body_budget_is_shared_and_given_back(world):

@@ -14,7 +14,9 @@ What a call does, as grpcio's server did (tests/e2e run tritonclient's gRPC clie
   message taken from the process-wide body budget shared with HTTP (RESOURCE_EXHAUSTED when it is spent);
 - `grpc-timeout` (the client's deadline): DEADLINE_EXCEEDED when it passes; a unary request whose message is not
   complete within `body_timeout_s` is ended the same way (a slow client cannot hold its budget);
-- compressed messages are refused (UNIMPLEMENTED): we advertise `grpc-accept-encoding: identity`;
+- compressed requests (`grpc-encoding` gzip or deflate, as tritonclient's `compression_algorithm` sends) are
+  inflated up to `max_message_bytes` (a zip bomb stops there), large ones off the reactor thread; answers are sent
+  uncompressed, which every client accepts;
 - `ModelStreamInfer`: up to `stream_max_inflight` requests run at once; past that, and while answers wait for the
   client to read them, the stream's flow-control window is not given back, so the client waits, and memory is
   bounded; errors travel in the stream; the open-stream cap holds process-wide (OpenStreamLimit).
@@ -24,17 +26,20 @@ from __future__ import annotations
 
 import re
 import struct
+import zlib
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from tritonclient.grpc import service_pb2 as pb
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twinfer.errors import InvalidInput, TwinferError
+from twinfer.errors import InvalidInput, Overloaded, TwinferError
 from twinfer.grpc.errors import status_for
 from twinfer.grpc.guard import MAX_MESSAGE_CHARS, CallGuard
 from twinfer.grpc.infer_codec import decode_request, encode_response
@@ -52,7 +57,10 @@ PREFIX = struct.Struct(">BI")
 OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 2, 3, 4
 RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = 8, 12, 13
 RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc"),
-                    (b"grpc-accept-encoding", b"identity")]
+                    (b"grpc-accept-encoding", b"identity, deflate, gzip")]
+# Compressed requests (tritonclient's compression_algorithm): zlib's window bits for each grpc-encoding
+ENCODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
+INLINE_INFLATE_BYTES = 256 * 1024  # compressed messages larger than this are inflated off the reactor thread
 OK_TRAILERS = [(b"grpc-status", b"0")]
 RESPONSE_HEADER_BLOCK = encode_headers(RESPONSE_HEADERS)
 OK_TRAILER_BLOCK = encode_headers(OK_TRAILERS)
@@ -102,11 +110,21 @@ def _fits(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "..."
 
 
+def _run_in_place(fn: Callable[..., Any], *args: Any) -> Deferred:
+    try:
+        return succeed(fn(*args))
+    except BaseException:  # noqa: BLE001 - as a thread's failure would arrive
+        return fail()
+
+
 class NativeGrpcServer:
     """Opens a `GrpcCall` for each HTTP/2 stream; holds what every call shares."""
 
     def __init__(self, service: KServeGrpcService, guard: CallGuard, clock: IReactorTime, budget: BodyBudget, *,
-                 max_message_bytes: int, body_timeout_s: float = 60.0) -> None:
+                 max_message_bytes: int, body_timeout_s: float = 60.0,
+                 run_io: Callable[..., Deferred] | None = None) -> None:
+        """`run_io(fn, *args)` runs blocking work (inflating a large compressed message) off the reactor thread;
+        None runs it in place (tests)."""
         self.service = service
         self.facade = service.facade
         self.guard = guard
@@ -114,6 +132,7 @@ class NativeGrpcServer:
         self.budget = budget
         self.max_message_bytes = max_message_bytes
         self.body_timeout_s = body_timeout_s
+        self.run_io = run_io or _run_in_place
         self.calls = 0
         # Unary calls still reading their request, with the time they started: one sweep a second ends those
         # past body_timeout_s (a timer per call cost ~10 us of every call's ~150)
@@ -156,7 +175,7 @@ class GrpcCall:
 
     __slots__ = ("server", "stream", "method", "headers", "done", "_buffer", "_expected", "_held", "_messages",
                  "_request_ended", "_timer", "_streaming", "_inflight", "_unconsumed", "_open_stream_counted",
-                 "_request_class", "_request_id", "_pumping", "_pump_again")
+                 "_request_class", "_request_id", "_pumping", "_pump_again", "_compressed", "_inflate_later")
 
     def __init__(self, server: NativeGrpcServer, stream: Http2Stream, method: str,
                  headers: dict[bytes, bytes]) -> None:
@@ -178,6 +197,7 @@ class GrpcCall:
         self._request_class: type[Message] = pb.ModelInferRequest
         self._request_id = ""
         self._pumping = self._pump_again = False
+        self._compressed = self._inflate_later = False
 
     # --- start: method, credentials, deadline ---------------------------------------------------------------------
 
@@ -234,10 +254,15 @@ class GrpcCall:
                 if len(buffer) < 5:
                     break
                 compressed, size = PREFIX.unpack_from(buffer)
-                if compressed:
-                    self.finish(UNIMPLEMENTED, "compressed messages are not supported (grpc-accept-encoding: "
-                                "identity)")
+                if compressed and self.headers.get(b"grpc-encoding") not in ENCODINGS:
+                    self.finish(UNIMPLEMENTED, "a compressed message needs grpc-encoding gzip or deflate "
+                                f"(got {self.headers.get(b'grpc-encoding', b'none').decode('latin-1')[:40]})")
                     return
+                if compressed and self._streaming and size > INLINE_INFLATE_BYTES:
+                    self.finish(RESOURCE_EXHAUSTED, f"compressed ModelStreamInfer messages are limited to "
+                                f"{INLINE_INFLATE_BYTES} bytes; send larger ones uncompressed")
+                    return
+                self._compressed = bool(compressed)
                 if size > self.server.max_message_bytes:
                     self.finish(RESOURCE_EXHAUSTED, f"received message larger than max ({size} vs. "
                                 f"{self.server.max_message_bytes})")
@@ -256,6 +281,12 @@ class GrpcCall:
             message = bytes(buffer[:self._expected])
             del buffer[:self._expected]
             self._expected = -1
+            if self._compressed and (self._streaming or len(message) <= INLINE_INFLATE_BYTES):
+                message = self._inflate_or_finish(message)
+                if message is None:
+                    return
+            elif self._compressed:  # a large unary message: inflated on a thread when the request ends
+                self._inflate_later = True
             self._messages.append(message)
         if self._streaming:
             self._pump()
@@ -274,11 +305,53 @@ class GrpcCall:
             self.finish(UNIMPLEMENTED, f"{self.method} takes one request message, got {len(self._messages)}")
             return
         self.server.reading.pop(self, None)
-        self._unary(self._messages.popleft())
+        message = self._messages.popleft()
+        if self._inflate_later:
+            d = self.server.run_io(self._inflate, message)
+            d.addCallbacks(self._inflated_later, self._failed, callbackArgs=(len(message),))
+            return
+        self._unary(message)
 
     def reset(self) -> None:
         """The client cancelled (RST_STREAM) or the connection is gone."""
         self._end()
+
+    # --- compressed messages ---------------------------------------------------------------------------------
+
+    def _inflate(self, data: bytes) -> bytes:
+        """Inflate a gzip/deflate message to at most max_message_bytes (a zip bomb stops there)."""
+        limit = self.server.max_message_bytes
+        inflater = zlib.decompressobj(ENCODINGS[self.headers[b"grpc-encoding"]])
+        try:
+            out = inflater.decompress(data, limit + 1)
+        except zlib.error as exc:
+            raise InvalidInput(f"compressed message does not inflate: {exc}") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise Overloaded(f"received message larger than max (over {limit} bytes once inflated)")
+        if not inflater.eof:
+            raise InvalidInput("compressed message is truncated")
+        return out
+
+    def _take_inflated(self, compressed: int, inflated: bytes) -> bool:
+        """The inflated bytes count against the body budget too."""
+        extra = max(len(inflated) - compressed, 0)
+        if not self.server.budget.take(extra):
+            self.finish(RESOURCE_EXHAUSTED, "the server is holding too many request bodies; retry later")
+            return False
+        self._held += extra
+        return True
+
+    def _inflate_or_finish(self, data: bytes) -> bytes | None:
+        try:
+            out = self._inflate(data)
+        except TwinferError as exc:
+            self.finish(status_for(exc).value[0], exc.message)
+            return None
+        return out if self._take_inflated(len(data), out) else None
+
+    def _inflated_later(self, out: bytes, size: int) -> None:
+        if not self.done and self._take_inflated(size, out):
+            self._unary(out)
 
     # --- unary calls ---------------------------------------------------------------------------------------------
 

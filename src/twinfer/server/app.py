@@ -155,7 +155,8 @@ class TwinferServer:
         service = KServeGrpcService(self.facade, s.grpc_stream_max_inflight, OpenStreamLimit(s.grpc_max_open_streams))
         guard = CallGuard(self.context.auth, AdminCheck(s.auth.admin_token))
         self.grpc_server = NativeGrpcServer(service, guard, self.reactor, budget,
-                                            max_message_bytes=s.max_http_body_bytes, body_timeout_s=s.body_timeout_s)
+                                            max_message_bytes=s.max_http_body_bytes, body_timeout_s=s.body_timeout_s,
+                                            run_io=ReactorThreads(self.reactor).run_io)
         factory = Http2Factory(self.grpc_server.open_stream, self.reactor,
                                max_concurrent_streams=s.grpc_max_concurrent_streams,
                                max_header_bytes=s.max_http_header_bytes, idle_timeout_s=s.idle_timeout_s)
