@@ -6,6 +6,7 @@ connections (issue #14's rules, for the gRPC front-end of issue #20)."""
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -401,3 +402,39 @@ def test_the_header_block_cache_forgets_when_the_table_changes():
     assert decoder.decode(again) == decoder.decode(again) == [(b"a", b"1")]
     decoder.decode(encoder.encode([("b", "2")]))  # the table changes: index 62 is now b: 2
     assert decoder.decode(again) == [(b"b", b"2")]
+
+
+# --- whatever a client sends -----------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_FRAME_KINDS = st.sampled_from([f.DATA, f.HEADERS, f.PRIORITY, f.RST_STREAM, f.SETTINGS, f.PUSH_PROMISE, f.PING,
+                                f.GOAWAY, f.WINDOW_UPDATE, f.CONTINUATION, 0x0A, 0xFF])
+_FRAMES = st.lists(st.tuples(_FRAME_KINDS, st.integers(0, 255), st.sampled_from([0, 1, 2, 3, 5, 7, 2**31 - 1]),
+                             st.one_of(st.binary(max_size=64), st.just(infer_request()),
+                                       st.just(Peer.grpc_message(infer_request())))), max_size=12)
+
+
+@settings(max_examples=int(os.environ.get("H2_FUZZ_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=_FRAMES, chunk=st.integers(1, 97))
+def test_any_frame_sequence_is_served_or_refused_never_raises(world, frames, chunk):
+    """Random frames (valid headers first, so streams exist) cut at random read boundaries: the connection either
+    keeps serving or sends GOAWAY and closes; nothing escapes dataReceived, and once the connection is gone no body
+    bytes stay held."""
+    _, _, facade, _ = world
+    server = Server(facade, Clock())
+    peer = server.peer()
+    data = peer.headers_frame(1, GRPC_HEADERS + [(":path", INFER)])
+    for kind, flags, stream_id, payload in frames:
+        data += f.frame(kind, flags, stream_id, payload)
+    for i in range(0, len(data), chunk):
+        peer.send(data[i:i + chunk])  # an exception here fails the test
+    peer.read()
+    if peer.closed:
+        assert peer.goaway() is not None
+    else:
+        assert peer.response(peer.call(INFER, infer_request())).grpc_status in (0, None) or peer.closed
+    peer.protocol.connectionLost(None)
+    assert server.budget.held == 0 and not server.grpc.reading

@@ -233,7 +233,8 @@ class Http2Connection(Protocol):
         self._recv_unacked = 0
         self._control_frames = 0
         self._control_window_start = 0.0
-        self._going_away = False
+        self._going_away = False              # no new streams: we or the client sent GOAWAY
+        self._goaway_sent: int | None = None  # the code of the GOAWAY we sent
         self._closed = False
         self._closing = False
         self._idle_call: IDelayedCall | None = None
@@ -286,8 +287,11 @@ class Http2Connection(Protocol):
     def go_away(self, code: int, debug: str = "") -> None:
         if self._closed:
             return
-        if not self._going_away:
-            self._going_away = True
+        self._going_away = True
+        # ours is sent once, and again if an error follows a graceful one (RFC 9113 6.8); a GOAWAY from the
+        # client does not count as ours
+        if self._goaway_sent is None or (self._goaway_sent == f.NO_ERROR and code != f.NO_ERROR):
+            self._goaway_sent = code
             self.write(f.goaway(self._last_stream_id, code, debug.encode()[:256]))
         if code != f.NO_ERROR or not self.streams:
             self._close()
