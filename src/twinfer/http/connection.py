@@ -27,6 +27,7 @@ from zope.interface import implementer
 from twisted.python.failure import Failure
 
 from twinfer.backpressure import ReadPauser, read_pauser_for
+from twinfer.fastwrite import write_now
 from twinfer.tcp_ack import ack_now
 from twinfer.errors import TwinferError
 from twinfer.http.body_budget import BodyBudget
@@ -369,7 +370,9 @@ class HttpConnection(Protocol):
             slot = self._slots.popleft()
             if self._lost:
                 continue
-            self.transport.write(_serialize(slot.response, slot.keep_alive))
+            # sent at once when nothing is queued (twinfer.fastwrite): A/B, perf_analyzer HTTP c=8, interleaved
+            # rounds: 151 vs 167 us of server CPU a request at the same rate (5,652 vs 5,614 infer/s)
+            write_now(self.transport, _serialize(slot.response, slot.keep_alive))
             if not slot.keep_alive:
                 self._closing = True
                 self._slots.clear()

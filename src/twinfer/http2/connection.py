@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from twinfer.backpressure import ReadPauser, read_pauser_for
 from twinfer.http2 import frames as f
+from twinfer.fastwrite import write_now
 
 log = Logger()
 
@@ -304,13 +305,17 @@ class Http2Connection(Protocol):
 
     # --- writing -------------------------------------------------------------------------------------------------
 
+    # Frames go out at once when nothing is queued on the transport (twinfer.fastwrite) instead of waiting for the
+    # next loop turn: several calls share one connection, so each turn an answer waits holds up the client's next
+    # request. A/B, perf_analyzer gRPC c=8, 3 interleaved rounds: 7,168-8,099 vs 5,332-5,521 infer/s, 134 vs 176 us
+    # of server CPU a request (no epoll_ctl pair and doWrite per answer); c=32 equal (9,942 vs 9,746).
     def write(self, data: bytes) -> None:
         if not self._closed:
-            self.transport.write(data)
+            write_now(self.transport, data)
 
     def write_sequence(self, data: list[bytes | memoryview]) -> None:
         if not self._closed:
-            self.transport.writeSequence(data)
+            write_now(self.transport, b"".join(data))
 
     def send_header_block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
         flags = f.FLAG_END_STREAM if end_stream else 0
