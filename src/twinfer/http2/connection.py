@@ -341,7 +341,7 @@ class Http2Connection(Protocol):
             self.write(f.rst_stream(stream.stream_id, f.NO_ERROR))
         self._last_active = self._clock.seconds()
         if self._going_away and not self.streams:
-            self._close()
+            self.go_away(f.NO_ERROR)  # ours too (once), then close
 
     # --- reading -------------------------------------------------------------------------------------------------
 
@@ -417,7 +417,7 @@ class Http2Connection(Protocol):
         elif kind == f.GOAWAY:
             self._going_away = True
             if not self.streams:
-                self._close()
+                self.go_away(f.NO_ERROR)
         elif kind == f.PUSH_PROMISE:
             raise ConnectionError_(f.PROTOCOL_ERROR, "clients may not push")
         else:  # PRIORITY and frame types this server does not know: ignored (RFC 9113 4.1, 5.3.2)
@@ -591,4 +591,4 @@ class Http2Connection(Protocol):
         if stream.handler is not None:
             stream.handler.reset()
         if self._going_away and not self.streams:
-            self._close()
+            self.go_away(f.NO_ERROR)  # ours too (once), then close
