@@ -24,7 +24,6 @@ What a call does, as grpcio's server did (tests/e2e run tritonclient's gRPC clie
 
 from __future__ import annotations
 
-import re
 import struct
 import zlib
 from collections import deque
@@ -43,7 +42,7 @@ from twinfer.errors import InvalidInput, Overloaded, TwinferError
 from twinfer.grpc.errors import status_for
 from twinfer.grpc.guard import MAX_MESSAGE_CHARS, CallGuard
 from twinfer.grpc.infer_codec import decode_request, encode_response
-from twinfer.grpc.service import KServeGrpcService, _check_name
+from twinfer.grpc.service import UNARY_METHODS, KServeGrpcService, _check_name
 from twinfer.grpc.streams import OpenStreamLimit, error_answer
 from twinfer.http.body_budget import BodyBudget
 from twinfer.inference.types import InferenceResult
@@ -82,8 +81,7 @@ METHODS: dict[str, tuple[type[Message], bool]] = {
     SERVICE + "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, False),
     SERVICE + "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, False),
 }
-# ModelMetadata -> model_metadata: KServeGrpcService's plain method for each unary RPC
-PLAIN_NAMES = {method: re.sub(r"(?<!^)(?=[A-Z])", "_", method[len(SERVICE):]).lower() for method in METHODS}
+PLAIN_NAMES = {SERVICE + rpc: plain for rpc, plain in UNARY_METHODS.items()}
 TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 

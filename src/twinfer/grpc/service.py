@@ -113,35 +113,26 @@ class KServeGrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):
             answer = await answer.asFuture(asyncio.get_running_loop())
         return answer
 
-    async def ServerLive(self, request, context):
-        return await self._call(self.server_live, request)
 
-    async def ServerReady(self, request, context):
-        return await self._call(self.server_ready, request)
+# Each unary RPC but ModelInfer -> KServeGrpcService's plain method for it: the one table both gRPC servers use
+# (grpcio's through the async methods generated below, the native server directly).
+UNARY_METHODS = {
+    "ServerLive": "server_live", "ServerReady": "server_ready", "ModelReady": "model_ready",
+    "ServerMetadata": "server_metadata", "ModelMetadata": "model_metadata", "ModelConfig": "model_config",
+    "ModelStatistics": "model_statistics", "RepositoryIndex": "repository_index",
+    "RepositoryModelLoad": "repository_model_load", "RepositoryModelUnload": "repository_model_unload",
+}
 
-    async def ModelReady(self, request, context):
-        return await self._call(self.model_ready, request)
 
-    async def ServerMetadata(self, request, context):
-        return await self._call(self.server_metadata, request)
+def _grpcio_method(plain: str) -> Callable[..., Any]:
+    async def method(self: KServeGrpcService, request: Any, context: Any) -> Any:
+        return await self._call(getattr(self, plain), request)
 
-    async def ModelMetadata(self, request, context):
-        return await self._call(self.model_metadata, request)
+    return method
 
-    async def ModelConfig(self, request, context):
-        return await self._call(self.model_config, request)
 
-    async def ModelStatistics(self, request, context):
-        return await self._call(self.model_statistics, request)
-
-    async def RepositoryIndex(self, request, context):
-        return await self._call(self.repository_index, request)
-
-    async def RepositoryModelLoad(self, request, context):
-        return await self._call(self.repository_model_load, request)
-
-    async def RepositoryModelUnload(self, request, context):
-        return await self._call(self.repository_model_unload, request)
+for _rpc, _plain in UNARY_METHODS.items():
+    setattr(KServeGrpcService, _rpc, _grpcio_method(_plain))
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:

@@ -134,12 +134,13 @@ class TwinferServer:
         self._grpc_server: Any = None
         self._grpc_credentials: Any = None
         self.grpc_factory: Any = None
-        self._grpc_tls = server_tls_options(settings.tls, alpn=[b"h2"]) if settings.grpc_port >= 0 else None
+        self._grpc_tls: Any = None
         if settings.grpc_port >= 0 and settings.grpc_server == "grpcio":
             from twinfer.grpc.tls import server_credentials
 
             self._grpc_credentials = server_credentials(settings.tls)  # a bad TLS setting fails here, readably
         elif settings.grpc_port >= 0:
+            self._grpc_tls = server_tls_options(settings.tls, alpn=[b"h2"])  # gRPC clients require ALPN h2
             self.grpc_factory = self._native_grpc(body_budget)
 
     def _native_grpc(self, budget: BodyBudget) -> Any:
