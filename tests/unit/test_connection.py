@@ -250,3 +250,32 @@ def test_other_sessions_keep_being_served_after_a_bad_one_is_closed(harness):
     assert bad_t.disconnecting
     send(good, infer_message(1, np.ones((1, 16), np.float32)))
     assert replies(good_t)[0].HasField("infer")
+
+
+def test_a_command_that_raises_at_once_answers_its_request_and_frees_its_slot(harness):
+    """Commands are called directly (no maybeDeferred): a typed error raised while decoding (data size that
+    disagrees with the shape) and an untyped bug both answer their own request id and leave nothing in flight."""
+    proto, transport = harness.connect()
+    bad = infer_message(3, np.zeros((1, 16), np.float32))
+    bad.infer.inputs[0].data = b"\x00" * 7
+    send(proto, bad)
+    [reply] = replies(transport)
+    assert reply.request_id == 3 and reply.error.code == E.ERROR_CODE_INVALID_INPUT
+    assert "7 bytes of data" in reply.error.message and proto.session.in_flight == 0
+
+    command = harness.factory.registry.get("ping")
+    original = command.execute
+    command.execute = lambda *args: 1 / 0
+    try:
+        msg = game_pb2.ClientMessage(request_id=4)
+        msg.ping.client_time_ns = 1
+        send(proto, msg)
+    finally:
+        command.execute = original
+    [reply] = replies(transport)
+    assert reply.request_id == 4 and reply.error.code == E.ERROR_CODE_INTERNAL
+    assert reply.error.message == "internal server error" and proto.session.in_flight == 0
+    x = np.ones((1, 16), np.float32)
+    send(proto, infer_message(5, x))
+    [reply] = replies(transport)
+    assert reply.request_id == 5 and reply.WhichOneof("body") == "infer" and proto.session.in_flight == 0

@@ -25,6 +25,12 @@ class Handler:
             return d
         if request.path == "/missing":
             raise ModelNotFound("unknown model 'x'")
+        if request.path == "/bug":
+            raise ZeroDivisionError("a handler bug")
+        if request.path == "/late-missing":
+            d = Deferred()
+            self.pending[request.path] = d
+            return d
         return HttpResponse(200, request.path.encode() + b"|" + request.body)
 
 
@@ -67,6 +73,21 @@ def test_typed_errors_become_json_with_their_status():
     proto.dataReceived(get("/missing"))
     out = transport.value()
     assert out.startswith(b"HTTP/1.1 404 Not Found") and out.endswith(b'{"error": "unknown model \'x\'"}')
+
+
+def test_handler_errors_raised_or_failed_are_answered_in_order_and_the_connection_goes_on():
+    """The handler is called directly (no maybeDeferred): a synchronous raise, an untyped one and a failed Deferred
+    each become their answer in the pipeline's order, and the next request on the connection is served."""
+    proto, transport, handler, _ = connect()
+    proto.dataReceived(get("/late-missing") + get("/bug") + get("/missing") + get("/after"))
+    assert transport.value() == b""  # the first answer is not in yet: the later ones wait behind it
+    handler.pending["/late-missing"].errback(ModelNotFound("gone later"))
+    out = transport.value()
+    answers = out.split(b"HTTP/1.1 ")[1:]
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"404 Not Found", b"500 Internal Server Error",
+                                                          b"404 Not Found", b"200 OK"]
+    assert b'{"error": "gone later"}' in answers[0] and b'{"error": "internal server error"}' in answers[1]
+    assert answers[3].endswith(b"/after|") and not transport.disconnecting
 
 
 def test_declared_oversized_body_is_refused_before_reading_it():

@@ -19,7 +19,7 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 import httptools
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -339,9 +339,16 @@ class HttpConnection(Protocol):
         self._phase = _IDLE
         slot = _Slot(self._parser.should_keep_alive())
         self._slots.append(slot)
-        d = maybeDeferred(self.factory.handler, request)
-        d.addErrback(self._handler_failed)
-        d.addCallback(self._respond, slot, held, heap)
+        try:
+            answer = self.factory.handler(request)
+        except Exception:  # noqa: BLE001 - the handler's error (typed or not) is this request's answer
+            self._respond(self._handler_failed(Failure()), slot, held, heap)
+            return
+        if isinstance(answer, Deferred):
+            answer.addCallbacks(self._respond, self._respond_failed, callbackArgs=(slot, held, heap),
+                                errbackArgs=(slot, held, heap))
+        else:
+            self._respond(answer, slot, held, heap)
 
     def _give_back_partial_body(self) -> None:
         if self._held:
@@ -358,6 +365,9 @@ class HttpConnection(Protocol):
         if not isinstance(failure.value, TwinferError):
             log.failure("HTTP handler failed", failure)
         return error_response(failure.value)
+
+    def _respond_failed(self, failure: Failure, slot: _Slot, held: int, heap: bool) -> None:
+        self._respond(self._handler_failed(failure), slot, held, heap)
 
     def _respond(self, response: HttpResponse, slot: _Slot, held: int, heap: bool) -> None:
         if held:

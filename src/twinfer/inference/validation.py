@@ -12,12 +12,13 @@ from twinfer.inference.model_config import ModelConfig
 
 def validate_inputs(config: ModelConfig, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inputs in the config's order, each checked for name, datatype, rank, dims and batch size."""
-    unknown = [name for name in inputs if config.input(name) is None]
-    if unknown:
-        expected = ", ".join(t.name for t in config.inputs)
-        raise InvalidInput(f"model {config.name!r} has no input {unknown[0]!r} (inputs: {expected})")
+    for name in inputs:
+        if config.input(name) is None:
+            expected = ", ".join(t.name for t in config.inputs)
+            raise InvalidInput(f"model {config.name!r} has no input {name!r} (inputs: {expected})")
     ordered: dict[str, np.ndarray] = {}
     batch: int | None = None
+    batching = config.batching
     for spec in config.inputs:
         array = inputs.get(spec.name)
         if array is None:
@@ -27,11 +28,12 @@ def validate_inputs(config: ModelConfig, inputs: dict[str, np.ndarray]) -> dict[
         datatype = from_numpy_dtype(array.dtype)
         if datatype != spec.datatype:
             raise InvalidInput(f"input {spec.name!r}: datatype {datatype}, model expects {spec.datatype}")
-        expected = config.full_shape(spec)
         shape = array.shape
-        if len(shape) != len(expected) or any(e != -1 and e != s for e, s in zip(expected, shape)):
-            raise InvalidInput(f"input {spec.name!r}: shape {list(shape)}, model expects {expected} (-1 = any)")
-        if config.batching:
+        dims = spec.dims
+        if len(shape) != len(dims) + batching or not _dims_match(dims, shape[1:] if batching else shape):
+            raise InvalidInput(f"input {spec.name!r}: shape {list(shape)}, model expects {config.full_shape(spec)} "
+                               "(-1 = any)")
+        if batching:
             rows = shape[0]
             if not 1 <= rows <= config.max_batch_size:
                 raise InvalidInput(f"input {spec.name!r}: batch size {rows} outside 1..{config.max_batch_size}")
@@ -42,6 +44,13 @@ def validate_inputs(config: ModelConfig, inputs: dict[str, np.ndarray]) -> dict[
     if not ordered:
         raise InvalidInput(f"model {config.name!r}: a request needs at least one input")
     return ordered
+
+
+def _dims_match(dims: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    for want, got in zip(dims, shape):
+        if want != -1 and want != got:
+            return False
+    return True
 
 
 def validate_outputs(config: ModelConfig, requested: list[str] | None) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -241,9 +241,18 @@ class GameConnection(Protocol):
         session.in_flight += 1
         self._pending.add(request_id)
         reply = game_pb2.ServerMessage(request_id=request_id)
-        d = maybeDeferred(command.execute, session, message, reply)
-        d.addCallbacks(self._reply_ready, self._reply_failed, errbackArgs=(request_id,))
-        d.addBoth(self._request_done, request_id)
+        try:
+            answer = command.execute(session, message, reply)
+        except Exception as exc:  # noqa: BLE001 - a command's error (typed or not) becomes this request's answer
+            self._reply_failed(Failure(exc), request_id)
+            self._request_done(None, request_id)
+            return
+        if isinstance(answer, Deferred):
+            # one callback pair answers and counts the request done (was two: each costs a turn of _runCallbacks)
+            answer.addCallbacks(self._answered, self._answer_failed, callbackArgs=(request_id,),
+                                errbackArgs=(request_id,))
+        else:
+            self._answered(answer, request_id)
 
     # --- bytes out ---------------------------------------------------------------------------------------------
 
@@ -257,8 +266,17 @@ class GameConnection(Protocol):
             self.session.in_flight -= 1
             self.factory.request_finished()
 
-    def _reply_ready(self, reply: game_pb2.ServerMessage) -> None:
-        self._send(reply)
+    def _answered(self, reply: game_pb2.ServerMessage, request_id: int) -> None:
+        try:
+            self._send(reply)
+        finally:
+            self._request_done(None, request_id)
+
+    def _answer_failed(self, failure: Failure, request_id: int) -> None:
+        try:
+            self._reply_failed(failure, request_id)
+        finally:
+            self._request_done(None, request_id)
 
     def _reply_failed(self, failure: Failure, request_id: int) -> None:
         error = failure.value
