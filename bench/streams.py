@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
+from contextlib import ExitStack
 import socket
 import sys
 import threading
@@ -31,6 +33,7 @@ from bench.common import running_server  # noqa: E402
 
 FPS = 60.0
 BUDGET_MS = 1000 / 60
+STREAMS_PER_SESSION = 8  # the server's default max_streams_per_session
 
 
 def raw_limit(model: Path, seconds: float) -> tuple[float, int]:
@@ -80,10 +83,13 @@ def _sender_process(tcp_port: int, indices: list[int], total: int, seconds: floa
     thread = threading.Thread(target=receive, daemon=True)
     thread.start()
     sent = 0
-    with Client("127.0.0.1", tcp_port) as client:
-        senders = [StreamSender(client, "face_blendshapes", 256, 256,
+    with ExitStack() as stack:
+        # a session may hold STREAMS_PER_SESSION streams (max_streams_per_session): one connection per that many
+        clients = [stack.enter_context(Client("127.0.0.1", tcp_port))
+                   for _ in range(-(-len(indices) // STREAMS_PER_SESSION))]
+        senders = [StreamSender(clients[k // STREAMS_PER_SESSION], "face_blendshapes", 256, 256,
                                 targets=[target("native", f"127.0.0.1:{listener.getsockname()[1]}")])
-                   for _ in indices]
+                   for k in range(len(indices))]
         images = [np.frombuffer(f, np.uint8).reshape(256, 256) for f in frames]
         # (due time, sender, global index) for every frame of the run, in time order
         schedule = sorted((start_at + (tick + g / total) / FPS, k, g)
@@ -127,7 +133,17 @@ def run_streams(tcp_port: int, streams: int, seconds: float, frames: list[np.nda
     cpu0 = tree_cpu_seconds(server_pid) if server_pid else 0.0
     latencies, sent = [], 0
     for _ in workers:
-        data, count = results.get(timeout=seconds + 60)
+        deadline = time.time() + seconds + 60
+        while True:
+            try:
+                data, count = results.get(timeout=1)
+                break
+            except queue.Empty:
+                dead = [w for w in workers if w.exitcode not in (None, 0)]
+                if dead or time.time() > deadline:
+                    for w in workers:
+                        w.kill()
+                    raise RuntimeError(f"a sender process failed (exit codes {[w.exitcode for w in workers]})")
         latencies.append(np.frombuffer(data, np.float64))
         sent += count
     cpu = tree_cpu_seconds(server_pid) - cpu0 if server_pid else float("nan")
