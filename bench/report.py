@@ -113,9 +113,12 @@ def markdown(info: dict, results: list[Result], raw: dict[str, float], extra: di
         s = extra["streams"]
         lines += ["", "## Streams", "", f"Largest count of 60 fps face streams with p99 capture->result < 16.7 ms: "
                   f"**{s['streams']}** ({s['results_per_s']:,.0f} results/s, p99 {s['p99_ms']:.2f} ms); raw ORT limit "
-                  f"{s['raw_frames_per_s']:,.0f} frames/s (batch {s['raw_batch']}).", "",
-                  "| streams | p99 ms | results/s | delivered |", "|---|---|---|---|"]
-        lines += [f"| {n} | {p99:.2f} | {rate:,.0f} | {100 * d:.1f} % |" for n, p99, rate, d in s["steps"]]
+                  f"{s['raw_frames_per_s']:,.0f} frames/s (batch {s['raw_batch']}); "
+                  f"{s.get('sender_processes', 1)} sender process(es).", "",
+                  "| streams | p99 ms | results/s | delivered | server CPU ms a frame |", "|---|---|---|---|---|"]
+        # steps: (streams, p99, rate, delivered[, server CPU ms a frame]); runs before the CPU column had four
+        lines += [f"| {step[0]} | {step[1]:.2f} | {step[2]:,.0f} | {100 * step[3]:.1f} % | "
+                  f"{_fmt(step[4] if len(step) > 4 else None, 3)} |" for step in s["steps"]]
     if "idle" in extra:
         i = extra["idle"]
         lines += ["", "## Idle sessions", "", f"{i['sessions']:,} logged-in idle sessions: server RSS "

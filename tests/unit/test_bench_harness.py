@@ -89,6 +89,17 @@ def test_markdown_lists_results_ratios_and_failures():
     assert "**litserve**" in text and "did not start" in text
 
 
+def test_markdown_shows_the_streams_steps_with_and_without_the_server_cpu_column():
+    """bench/streams.py's steps gained a fifth value (server CPU ms a frame); the report took four and the
+    harness's streams suite failed on the first run with it."""
+    streams = {"streams": 23, "results_per_s": 1380.0, "p99_ms": 8.75, "raw_frames_per_s": 4950.0, "raw_batch": 16,
+               "sender_processes": 2, "steps": [[16, 5.51, 960.0, 1.0, 1.108], [24, 36.1, 1423.8, 0.989]]}
+    text = markdown({"date": "2026-12-01T00:00:00+00:00"}, [], {}, {"streams": streams}, [], [])
+    assert "| 16 | 5.51 | 960 | 100.0 % | 1.108 |" in text
+    assert "| 24 | 36.10 | 1,424 | 98.9 % | - |" in text
+    assert "2 sender process(es)" in text
+
+
 def test_loads_alternate_between_systems_each_round_and_report_the_median_round(tmp_path):
     import os
 
