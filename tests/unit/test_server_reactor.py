@@ -142,3 +142,23 @@ def test_writers_are_registered_and_written(loop_and_reactor):
     assert loop.run_until_complete(asyncio.wait_for(wrote, 10))
     assert b.recv(16) == b"out"
     a.close(), b.close()
+
+
+def test_calls_before_the_reactor_runs_wait_for_it_and_calls_after_it_stopped_are_dropped(loop_and_reactor, logged):
+    """Twisted's queue runs calls made before `run` once it starts and never runs the ones that come after it
+    stopped. The direct path must do the same: a worker sent SIGTERM by both its supervisor and the process group
+    got two callFromThread(reactor.stop), and the second raised ReactorNotRunning (logged as critical) while the
+    loop wound down."""
+    loop, reactor = loop_and_reactor
+    ran: list[str] = []
+    reactor.callFromThread(ran.append, "before run")
+    reactor.callWhenRunning(reactor.stop)
+    reactor.run(installSignalHandlers=False)
+    assert ran == ["before run"]
+    thread = threading.Thread(target=lambda: (reactor.callFromThread(reactor.stop),
+                                              reactor.callFromThread(ran.append, "after stop")))
+    thread.start()
+    thread.join()
+    loop.run_until_complete(asyncio.sleep(0.05))  # the loop turns: the queued calls are taken and dropped
+    assert ran == ["before run"]
+    assert not [e for e in logged if e.get("log_failure") is not None]

@@ -59,14 +59,19 @@ class TwinferReactor(AsyncioSelectorReactor):
             raise
 
     def callFromThread(self, callable: Any, *args: Any, **kwargs: Any) -> None:
-        self._asyncioEventloop.call_soon_threadsafe(_run_thread_call, callable, args, kwargs)
+        self._asyncioEventloop.call_soon_threadsafe(self._run_thread_call, callable, args, kwargs)
 
-
-def _run_thread_call(callable: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    try:
-        callable(*args, **kwargs)
-    except Exception:  # logged as a callLater's failure would be, and the loop goes on
-        log.failure("while handling a call from a thread: {callable!r}", callable=callable)
+    def _run_thread_call(self, callable: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Run on the loop. Calls made before the reactor starts run once it does (the loop queues them); calls
+        that arrive after it has stopped are dropped, as Twisted's own queue never ran them: a second SIGTERM's
+        `callFromThread(reactor.stop)` (the supervisor and the process group both send one) must not raise
+        ReactorNotRunning while the loop winds down."""
+        if self._startedBefore and not self.running:
+            return
+        try:
+            callable(*args, **kwargs)
+        except Exception:  # logged as a callLater's failure would be, and the loop goes on
+            log.failure("while handling a call from a thread: {callable!r}", callable=callable)
 
 
 def install(event_loop: Any) -> TwinferReactor:
