@@ -342,7 +342,7 @@ class HttpConnection(Protocol):
         try:
             answer = self.factory.handler(request)
         except Exception:  # noqa: BLE001 - the handler's error (typed or not) is this request's answer
-            self._respond(self._handler_failed(Failure()), slot, held, heap)
+            self._respond_failed(Failure(), slot, held, heap)
             return
         if isinstance(answer, Deferred):
             answer.addCallbacks(self._respond, self._respond_failed, callbackArgs=(slot, held, heap),

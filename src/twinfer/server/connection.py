@@ -244,8 +244,7 @@ class GameConnection(Protocol):
         try:
             answer = command.execute(session, message, reply)
         except Exception as exc:  # noqa: BLE001 - a command's error (typed or not) becomes this request's answer
-            self._reply_failed(Failure(exc), request_id)
-            self._request_done(None, request_id)
+            self._answer_failed(Failure(exc), request_id)
             return
         if isinstance(answer, Deferred):
             # one callback pair answers and counts the request done (was two: each costs a turn of _runCallbacks)
@@ -260,7 +259,7 @@ class GameConnection(Protocol):
         """A server event (request_id 0: StreamClosed, FrameErrors) for this client; dropped once closing."""
         self._send(message)
 
-    def _request_done(self, _: object, request_id: int) -> None:
+    def _request_done(self, request_id: int) -> None:
         self._pending.discard(request_id)
         if self.session is not None:
             self.session.in_flight -= 1
@@ -270,13 +269,13 @@ class GameConnection(Protocol):
         try:
             self._send(reply)
         finally:
-            self._request_done(None, request_id)
+            self._request_done(request_id)
 
     def _answer_failed(self, failure: Failure, request_id: int) -> None:
         try:
             self._reply_failed(failure, request_id)
         finally:
-            self._request_done(None, request_id)
+            self._request_done(request_id)
 
     def _reply_failed(self, failure: Failure, request_id: int) -> None:
         error = failure.value
