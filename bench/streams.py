@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-from contextlib import ExitStack
 import socket
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -91,14 +91,14 @@ def _sender_process(tcp_port: int, indices: list[int], total: int, seconds: floa
                                 targets=[target("native", f"127.0.0.1:{listener.getsockname()[1]}")])
                    for k in range(len(indices))]
         images = [np.frombuffer(f, np.uint8).reshape(256, 256) for f in frames]
-        # (due time, sender, global index) for every frame of the run, in time order
-        schedule = sorted((start_at + (tick + g / total) / FPS, k, g)
+        # (due time, sender, global index, frame tick) for every frame of the run, in time order
+        schedule = sorted((start_at + (tick + g / total) / FPS, k, g, tick)
                           for tick in range(int(seconds * FPS)) for k, g in enumerate(indices))
-        for due, k, g in schedule:
+        for due, k, g, tick in schedule:
             now = time.time()
             if now < due:
                 time.sleep(due - now)
-            senders[k].send_frame(images[(int((due - start_at) * FPS) + g) % len(images)])
+            senders[k].send_frame(images[(tick + g) % len(images)])
             sent += 1
         time.sleep(0.3)
         for sender in senders:
