@@ -7,15 +7,18 @@ session registry) when /metrics is scraped, so metrics cost the hot path nothing
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from twisted.internet.defer import Deferred
 
 from twinfer.gpu_metrics import GPU_METRICS, gpu_collector
 from twinfer.inference.custom_metrics import CustomMetricsCollector
 from twinfer.inference.facade import InferenceFacade
+from twinfer.server.worker_peers import WorkerPeers, metric_families_json
 from twinfer.streaming.manager import StreamManager
 from twinfer.streaming.stats import LATENCY_BUCKETS_S
 
@@ -149,3 +152,40 @@ def build_registry(facade: InferenceFacade, gauges: dict[str, Callable[[], float
 def exposition(registry: CollectorRegistry) -> Callable[[], tuple[bytes, bytes]]:
     """A function rendering the registry in Prometheus text format: (body, content type)."""
     return lambda: (generate_latest(registry), CONTENT_TYPE_LATEST.encode())
+
+
+class _Families:
+    """A ready list of families, in the shape generate_latest reads (a registry's `collect`)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+class GroupExposition:
+    """/metrics under `--workers N`: this worker's families and its siblings', every sample labelled `worker`
+    (twinfer.server.worker_peers says why a label and not sums)."""
+
+    def __init__(self, registry: CollectorRegistry, peers: WorkerPeers) -> None:
+        self._registry = registry
+        self._peers = peers
+
+    def __call__(self) -> Deferred[tuple[bytes, bytes]]:
+        own = metric_families_json(self._registry.collect())
+        return self._peers.ask_all("metrics").addCallback(self._render, own)
+
+    def _render(self, answers: list[tuple[int, Any]], own: list[list[Any]]) -> tuple[bytes, bytes]:
+        families: dict[str, Metric] = {}
+        for index, payload in sorted([(self._peers.index, own), *answers], key=lambda a: a[0]):
+            worker = str(index)
+            for name, documentation, kind, unit, samples in payload:
+                family = families.get(name)
+                if family is None:
+                    family = families[name] = Metric(name, documentation, kind, unit)
+                elif family.type != kind:
+                    continue  # cannot happen between workers of one version; never mix types in one family
+                for sample_name, labels, value in samples:
+                    family.add_sample(sample_name, {**labels, "worker": worker}, float(value))
+        return generate_latest(_Families(list(families.values()))), CONTENT_TYPE_LATEST.encode()

@@ -155,7 +155,8 @@ class Supervisor:
             data = self.settings.model_dump(mode="json")
             udp = self.settings.udp_port
             data.update(
-                workers=1, reuse_port=True, worker_index=index,
+                workers=1, reuse_port=True, worker_index=index, worker_count=len(self.workers),
+                worker_run_dir=str(self.run_dir),
                 udp_port=udp + index if udp > 0 else udp,
                 ports_file=str(self.run_dir / f"worker-{index}.ports.json"),
                 status_file=str(self.run_dir / f"worker-{index}.status.json"),

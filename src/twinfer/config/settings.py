@@ -55,6 +55,9 @@ class Settings(_Section):
     reuse_port: bool = Field(False, description="share listening ports with other processes (set for workers by "
                              "the supervisor)")
     worker_index: int = Field(-1, ge=-1, description="this worker's index under a supervisor (-1 = standalone)")
+    worker_count: int = Field(1, ge=1, description="how many workers the supervisor runs (set by it for its workers)")
+    worker_run_dir: Path | None = Field(None, description="the supervisor's private directory, where its workers "
+                                        "answer each other for statistics and metrics (set by it)")
     worker_heartbeat_timeout_s: float = Field(
         10.0, ge=0, description="a worker whose reactor sends its supervisor no heartbeat for this long (a hung "
         "or stopped process) is killed and replaced; 0 = never")

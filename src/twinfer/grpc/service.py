@@ -28,6 +28,7 @@ from twinfer.grpc.streams import OpenStreamLimit, stream_answers
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import valid_model_name
 from twinfer.kserve import messages
+from twinfer.kserve.statistics import StatisticsReader
 from twinfer.security.tokens import AdminCheck, Authenticator
 
 
@@ -42,8 +43,9 @@ class KServeGrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):
     `CallGuard`'s (twinfer.grpc.guard), the one place every call passes."""
 
     def __init__(self, facade: InferenceFacade, stream_max_inflight: int = 64,
-                 open_streams: OpenStreamLimit | None = None) -> None:
+                 open_streams: OpenStreamLimit | None = None, statistics: StatisticsReader | None = None) -> None:
         self.facade = facade
+        self.statistics = statistics if statistics is not None else StatisticsReader(facade)
         self.stream_max_inflight = stream_max_inflight
         self.open_streams = open_streams or OpenStreamLimit(1024)
 
@@ -91,10 +93,12 @@ class KServeGrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):
         version = self.facade.resolve(_check_name(request.name), request.version or None)
         return pb.ModelConfigResponse(config=messages.triton_config(version.config))
 
-    def model_statistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
+    def model_statistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse | Deferred:
         name = _check_name(request.name) if request.name else None
-        versions = self.facade.versions_for_statistics(name, request.version or None)
-        return pb.ModelStatisticsResponse(model_stats=[messages.model_statistics(v) for v in versions])
+        stats = self.statistics.read(name, request.version or None)
+        if isinstance(stats, Deferred):
+            return stats.addCallback(lambda s: pb.ModelStatisticsResponse(model_stats=s))
+        return pb.ModelStatisticsResponse(model_stats=stats)
 
     def repository_index(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
         return messages.repository_index(self.facade.models(), request.ready)
@@ -155,14 +159,15 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
 
 
 async def start_grpc_server(facade: InferenceFacade, authenticator: Authenticator, settings: Settings,
-                            credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
+                            credentials: grpc.ServerCredentials | None = None,
+                            statistics: StatisticsReader | None = None) -> tuple[grpc.aio.Server, int]:
     """Listens on settings.host:settings.grpc_port, with TLS when given `credentials` (from
     `twinfer.grpc.tls.server_credentials`, built before start so a bad file is a config error); returns the
     bound port."""
     guard = CallGuard(authenticator, AdminCheck(settings.auth.admin_token))
     server = grpc.aio.server(interceptors=[guard], options=server_options(settings))
     service = KServeGrpcService(facade, settings.grpc_stream_max_inflight,
-                                OpenStreamLimit(settings.grpc_max_open_streams))
+                                OpenStreamLimit(settings.grpc_max_open_streams), statistics)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
     host, port = settings.host, settings.grpc_port
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

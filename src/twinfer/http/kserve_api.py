@@ -30,6 +30,7 @@ from twinfer.inference.types import InferenceResult
 from twinfer.inference.repository import valid_model_name
 from twinfer.kserve import messages
 from twinfer.kserve.json_proto import to_json_dict
+from twinfer.kserve.statistics import StatisticsReader
 from twinfer.security.tokens import AdminCheck, Authenticator
 
 # Matched with fullmatch: `$` alone also matches before a final newline (`/v2/models/tiny%0a` decoded).
@@ -65,9 +66,9 @@ def version_from(raw: str | None) -> str | None:
 
 class KServeHttpApi:
     def __init__(self, facade: InferenceFacade, admin_token: str = "",
-                 metrics: Callable[[], tuple[bytes, bytes]] | None = None, *, auth: Authenticator | None = None,
+                 metrics: Callable[[], Any] | None = None, *, auth: Authenticator | None = None,
                  max_json_body_bytes: int = DEFAULT_MAX_JSON_BODY_BYTES, decoder: Any = None,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, statistics: StatisticsReader | None = None) -> None:
         """`auth` is the server's Authenticator (the game protocol's); None or one without a secret checks nothing.
         `decoder.parse(model, version, body_chunks, header_length)` parses infer bodies (ParsedInfer or a Deferred of
         one): `json_offload.ProcessDecoder` in the server, parsing inline by default."""
@@ -78,6 +79,7 @@ class KServeHttpApi:
         self._decoder = decoder if decoder is not None else InlineDecoder()
         self._now = now
         self._metrics = MetricsOnly(metrics) if metrics is not None else None
+        self._statistics = statistics if statistics is not None else StatisticsReader(facade)
 
     def check_head(self, request: HttpRequest) -> None:
         """Runs on the headers alone: refuse before a body is buffered for a caller who may not send it."""
@@ -170,9 +172,11 @@ class KServeHttpApi:
     def _run_parsed(self, parsed: ParsedInfer) -> Deferred[HttpResponse]:
         return self.facade.infer(parsed.request).addCallback(_render_infer, parsed)
 
-    def _stats(self, name: str | None, version: str | None) -> HttpResponse:
-        stats = [to_json_dict(messages.model_statistics(v)) for v in self.facade.versions_for_statistics(name, version)]
-        return json_response({"model_stats": stats})
+    def _stats(self, name: str | None, version: str | None) -> HttpResponse | Deferred[HttpResponse]:
+        stats = self._statistics.read(name, version)
+        if isinstance(stats, Deferred):
+            return stats.addCallback(_render_stats)
+        return _render_stats(stats)
 
     # --- checks -------------------------------------------------------------------------------------------------
 
@@ -202,15 +206,21 @@ def _render_infer(result: InferenceResult, parsed: ParsedInfer) -> HttpResponse:
                         [(b"Inference-Header-Content-Length", str(header_length).encode())])
 
 
+def _render_stats(stats: list[Any]) -> HttpResponse:
+    return json_response({"model_stats": [to_json_dict(s) for s in stats]})
+
+
 class MetricsOnly:
     """The metrics port (like Triton's 8002): `/metrics` and nothing else."""
 
-    def __init__(self, metrics: Callable[[], tuple[bytes, bytes]]) -> None:
+    def __init__(self, metrics: Callable[[], tuple[bytes, bytes] | Deferred[tuple[bytes, bytes]]]) -> None:
         self._metrics = metrics
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponse | Deferred[HttpResponse]:
         if request.path != "/metrics":
             raise NotFoundRoute(f"no endpoint {request.method} {request.path} (this port serves /metrics)")
         KServeHttpApi._require(request.method, "GET")
-        body, content_type = self._metrics()
-        return HttpResponse(200, body, content_type)
+        page = self._metrics()
+        if isinstance(page, Deferred):
+            return page.addCallback(lambda p: HttpResponse(200, *p))
+        return HttpResponse(200, *page)

@@ -48,3 +48,32 @@ class ModelStatistics:
         self.execution_count += 1
         self.compute.add(compute_ns * requests, requests)
         self.last_inference_ms = now_ms
+
+    def to_json(self) -> dict:
+        """Plain JSON types, for a sibling worker (twinfer.server.worker_peers) to add to its own."""
+        return {"success": [self.success.count, self.success.ns], "failure": [self.failure.count, self.failure.ns],
+                "queue": [self.queue.count, self.queue.ns], "compute": [self.compute.count, self.compute.ns],
+                "inference_count": self.inference_count, "execution_count": self.execution_count,
+                "last_inference_ms": self.last_inference_ms, "in_flight": self.in_flight,
+                "batches": [[rows, b.count, b.compute_ns] for rows, b in sorted(self.batches.items())]}
+
+    def add(self, other: dict) -> None:
+        """Add another worker's counters (as `to_json` wrote them) to these; the newest inference time wins."""
+        for key in ("success", "failure", "queue", "compute"):
+            count, ns = other[key]
+            getattr(self, key).add(int(ns), int(count))
+        self.inference_count += int(other["inference_count"])
+        self.execution_count += int(other["execution_count"])
+        self.in_flight += int(other["in_flight"])
+        self.last_inference_ms = max(self.last_inference_ms, int(other["last_inference_ms"]))
+        for rows, count, compute_ns in other["batches"]:
+            stats = self.batches.get(int(rows))
+            if stats is None:
+                stats = self.batches[int(rows)] = BatchStats()
+            stats.count += int(count)
+            stats.compute_ns += int(compute_ns)
+
+    def copy(self) -> ModelStatistics:
+        merged = ModelStatistics()
+        merged.add(self.to_json())
+        return merged

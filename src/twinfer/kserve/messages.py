@@ -13,6 +13,7 @@ from twinfer.inference.model_config import ModelConfig, TensorConfig
 from twinfer.inference.model_version import ModelVersion
 from twinfer.inference.platforms import output_labels, platform_of
 from twinfer.inference.repository import ServedModel
+from twinfer.inference.statistics import ModelStatistics
 
 SERVER_NAME = "twinfer"
 EXTENSIONS = ("model_configuration", "statistics", "model_repository", "binary_tensor_data", "metrics")
@@ -103,15 +104,16 @@ def _optional(message: mc.ModelInput, tensor: TensorConfig) -> mc.ModelInput:
     return message
 
 
-def model_statistics(version: ModelVersion) -> pb.ModelStatistics:
-    s = version.stats
+def model_statistics(name: str, version: int, s: ModelStatistics) -> pb.ModelStatistics:
+    """One version's counters as Triton's statistics extension reports them (this worker's, or every worker's
+    summed: twinfer.server.worker_peers)."""
 
     def duration(d) -> pb.StatisticDuration:
         return pb.StatisticDuration(count=d.count, ns=d.ns)
 
     stats = pb.ModelStatistics(
-        name=version.name,
-        version=str(version.version),
+        name=name,
+        version=str(version),
         last_inference=s.last_inference_ms,
         inference_count=s.inference_count,
         execution_count=s.execution_count,

@@ -30,11 +30,13 @@ from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import ModelRepository
 from twinfer.inference.threads import ReactorThreads
 from twinfer.jsonfile import write_json_atomically
-from twinfer.metrics import build_registry, exposition
+from twinfer.kserve.statistics import StatisticsReader
+from twinfer.metrics import GroupExposition, build_registry, exposition
 from twinfer.reuseport import listen_shared
 from twinfer.server.commands import ServerContext, default_registry
 from twinfer.server.connection import ConnectionLimits, GameServerFactory
 from twinfer.server.sessions import SessionRegistry
+from twinfer.server.worker_peers import WorkerPeers, metric_families_json
 from twinfer.security.receivers import ReceiverPolicy
 from twinfer.security.tls import server_tls_options, wrap_tls
 from twinfer.security.tokens import Authenticator
@@ -113,6 +115,16 @@ class TwinferServer:
             "twinfer_http_connections": lambda: self.http_factory.connections,
         }, self.streams)
         metrics = exposition(self.metrics_registry)
+        self.statistics = StatisticsReader(self.facade)
+        self.peers: WorkerPeers | None = None
+        if settings.worker_run_dir is not None and settings.worker_count > 1 and settings.worker_index >= 0:
+            # Under a supervisor: statistics and /metrics speak for every worker (twinfer.server.worker_peers).
+            registry = self.metrics_registry
+            self.peers = WorkerPeers(reactor, settings.worker_run_dir, settings.worker_index, settings.worker_count,
+                                     {"stats": self.statistics.answer,
+                                      "metrics": lambda: metric_families_json(registry.collect())})
+            self.statistics.peers = self.peers
+            metrics = GroupExposition(registry, self.peers)
         self.tls_options = server_tls_options(settings.tls)  # before listening: a bad file is one config error
         self.json_decoder = ProcessDecoder(reactor)
         http_limits = RequestLimits(settings.max_http_header_bytes, settings.max_http_url_bytes,
@@ -121,7 +133,7 @@ class TwinferServer:
         self.http_factory = HttpFactory(
             KServeHttpApi(self.facade, settings.auth.admin_token, metrics, auth=self.context.auth,
                           max_json_body_bytes=settings.max_json_body_bytes, decoder=self.json_decoder,
-                          now=reactor.seconds),
+                          now=reactor.seconds, statistics=self.statistics),
             reactor, settings.max_http_body_bytes, settings.idle_timeout_s, limits=http_limits, budget=body_budget,
         )
         self.metrics_factory = HttpFactory(MetricsOnly(metrics), reactor, 1024, settings.idle_timeout_s,
@@ -153,7 +165,8 @@ class TwinferServer:
         from twinfer.security.tokens import AdminCheck
 
         s = self.settings
-        service = KServeGrpcService(self.facade, s.grpc_stream_max_inflight, OpenStreamLimit(s.grpc_max_open_streams))
+        service = KServeGrpcService(self.facade, s.grpc_stream_max_inflight, OpenStreamLimit(s.grpc_max_open_streams),
+                                    self.statistics)
         guard = CallGuard(self.context.auth, AdminCheck(s.auth.admin_token))
         self.grpc_server = NativeGrpcServer(service, guard, self.reactor, budget,
                                             max_message_bytes=s.max_http_body_bytes, body_timeout_s=s.body_timeout_s,
@@ -174,6 +187,8 @@ class TwinferServer:
         if not self.context.auth.required:
             log.warn("AUTH DISABLED: no token secret is set (--insecure-dev); anyone can connect. Local use only.")
         yield self.repository.start()
+        if self.peers is not None:
+            self.peers.listen()
         for model in self.repository.models():
             log.info("model {name}: {state} versions={versions} {reason}", name=model.name, state=model.state,
                      versions=sorted(model.versions), reason=model.reason)
@@ -201,7 +216,8 @@ class TwinferServer:
             from twinfer.grpc.service import start_grpc_server
 
             self._grpc_server, self.ports["grpc"] = yield Deferred.fromFuture(asyncio.ensure_future(
-                start_grpc_server(self.facade, self.context.auth, self.settings, self._grpc_credentials)
+                start_grpc_server(self.facade, self.context.auth, self.settings, self._grpc_credentials,
+                                  self.statistics)
             ))
         log.info("twinfer listening on {host}: {ports}", host=self.settings.host, ports=self.ports)
         if self.settings.ports_file is not None:
@@ -332,6 +348,8 @@ class TwinferServer:
             while self.grpc_factory.connections and self.reactor.seconds() < deadline:
                 yield deferLater(self.reactor, 0.02, lambda: None)
         yield DeferredList([maybeDeferred(p.stopListening) for p in self._listeners])
+        if self.peers is not None:
+            yield self.peers.stop_listening()
         self.json_decoder.stop()
         yield self.repository.stop()
         log.info("stopped")
