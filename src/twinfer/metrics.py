@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from twisted.internet.defer import Deferred
@@ -37,6 +38,8 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("twinfer_sessions", "open game-protocol (TCP) sessions"),
     ("twinfer_sessions_logged_in", "game-protocol sessions that have logged in"),
     ("twinfer_http_connections", "open KServe HTTP connections"),
+    ("twinfer_gc_frozen_objects", "objects exempt from garbage collection (alive since start-up or a model load: "
+                                  "twinfer.gc_policy)"),
     ("twinfer_streams_open", "streams open now"),
     ("twinfer_stream_partial_frame_bytes", "bytes held in partly reassembled stream frames, all streams (capped by "
                                            "max_partial_frame_bytes)"),
@@ -145,6 +148,7 @@ def build_registry(facade: InferenceFacade, gauges: dict[str, Callable[[], float
     if gpus is not None:
         registry.register(gpus)
     ProcessCollector(registry=registry)
+    GCCollector(registry=registry)  # python_gc_collections_total by generation: how often a collection ran
     PlatformCollector(registry=registry)
     return registry
 

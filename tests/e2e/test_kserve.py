@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import socket
 
 import numpy as np
@@ -236,5 +237,9 @@ def test_metrics_on_the_http_port_and_the_metrics_port(kserve):
         assert 'twinfer_inference_request_success_total{model="tiny",version="1"} 3.0' in text
         assert 'twinfer_inference_batch_executions_total{batch_size="1",model="tiny",version="1"}' in text
         assert "process_resident_memory_bytes" in text and "twinfer_http_connections" in text
+        # twinfer.gc_policy: what start-up built (imports, models) is frozen, so full collections skip it
+        frozen = re.search(r"^twinfer_gc_frozen_objects ([0-9.e+]+)$", text, re.M)
+        assert frozen and float(frozen.group(1)) > 10_000, "start-up heap not frozen"
+        assert 'python_gc_collections_total{generation="2"}' in text
     status, _ = raw_http(f"127.0.0.1:{server.ports['metrics']}", b"GET /v2/models/tiny HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 404  # the metrics port serves metrics only

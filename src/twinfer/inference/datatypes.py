@@ -26,6 +26,8 @@ _NAME_BY_KIND: dict[tuple[str, int], str] = {
     (dt.kind, dt.itemsize): name for name, dt in _NUMPY_BY_NAME.items() if name != "BYTES"
 }
 
+_NAME_BY_DTYPE: dict[np.dtype, str] = {dt: name for name, dt in _NUMPY_BY_NAME.items() if name != "BYTES"}
+
 DATATYPES: tuple[str, ...] = tuple(_NUMPY_BY_NAME)
 
 # ONNX TensorProto element types -> KServe names.
@@ -52,6 +54,9 @@ def to_numpy_dtype(datatype: str) -> np.dtype:
 
 def from_numpy_dtype(dtype: np.dtype) -> str:
     """The KServe datatype name of a numpy dtype (object and str/bytes arrays are BYTES)."""
+    name = _NAME_BY_DTYPE.get(dtype)  # the usual case, once per tensor on every request: one dict lookup
+    if name is not None:
+        return name
     dtype = np.dtype(dtype)
     if dtype.kind in ("O", "S", "U"):
         return "BYTES"

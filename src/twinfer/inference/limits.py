@@ -27,7 +27,7 @@ class ElementBudget:
         """The shape's element count, taken from the budget. Zero dimensions do not hide the others: [0, 2**62]
         holds nothing, but numpy refuses to even describe it, so the extent (zeros counted as 1) must fit too."""
         count = math.prod(shape)
-        extent = math.prod(d or 1 for d in shape)
+        extent = count or math.prod(d or 1 for d in shape)  # only a zero dimension makes them differ
         if count > self.left or extent > self.limit:
             raise InvalidInput(
                 f"input {name!r}: shape {short_shape(shape)} declares {max(count, extent)} elements; a request may "

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twinfer.backends import BackendOptions
 from twinfer.backends.base import canonical_backend
 from twinfer.errors import ConfigError, InvalidInput, ModelLoadError, ModelNotFound, ModelNotReady
+from twinfer.gc_policy import freeze_long_lived
 from twinfer.inference.caller import ModelCaller
 from twinfer.inference.config_loading import find_model_file, load_model_config
 from twinfer.inference.model_config import ModelConfig, VersionPolicy
@@ -174,6 +175,7 @@ class ModelRepository:
         self._poll_lock = DeferredLock()  # one scan at a time; the reconciles it starts run on per-model locks
         self._skipped_logged: set[tuple[str, str]] = set()
         self._listings: dict[Path, Listing] = {}  # the scan thread's, under the poll lock
+        self._started = False  # start-up's loads are frozen by the server once it listens (twinfer.gc_policy)
 
     def attach_caller(self, infer: Callable) -> None:
         """Let the backends loaded from now on (python models, ensembles) call models through `infer` (the
@@ -186,6 +188,7 @@ class ModelRepository:
     def start(self):
         """Load everything on disk; then poll for changes when an interval is set."""
         yield self.poll()
+        self._started = True
         if self._poll_interval_s > 0:
             self._poller = LoopingCall(self._poll_logged)
             self._poller.clock = self._clock
@@ -389,6 +392,8 @@ class ModelRepository:
                 loaded[v] = ModelVersion(self._clock, self._threads, config, v, backend, signature)
                 model.failed.pop(v, None)
                 log.info("model {name} version {v} loaded and warmed up", name=model.name, v=v)
+                if self._started:
+                    freeze_long_lived(f"loading {model.name} version {v}", full=False)
 
     def _log_refusals(
         self, model: ServedModel, refused: list[tuple[int, Exception]], wanted: list[int],

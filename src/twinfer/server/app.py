@@ -10,6 +10,7 @@ close the listeners, unload the models.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from twisted.logger import Logger
 from twinfer.backends import BackendOptions
 from twinfer.config import Settings
 from twinfer.errors import ConfigError, TwinferError
+from twinfer.gc_policy import freeze_long_lived
 from twinfer.http.body_budget import BodyBudget
 from twinfer.http.connection import HttpFactory, RequestLimits
 from twinfer.http.json_offload import ProcessDecoder
@@ -113,6 +115,7 @@ class TwinferServer:
             "twinfer_sessions": lambda: len(self.sessions),
             "twinfer_sessions_logged_in": lambda: self.sessions.logged_in,
             "twinfer_http_connections": lambda: self.http_factory.connections,
+            "twinfer_gc_frozen_objects": gc.get_freeze_count,
         }, self.streams)
         metrics = exposition(self.metrics_registry)
         self.statistics = StatisticsReader(self.facade)
@@ -220,6 +223,7 @@ class TwinferServer:
                                   self.statistics)
             ))
         log.info("twinfer listening on {host}: {ports}", host=self.settings.host, ports=self.ports)
+        freeze_long_lived("start-up")
         if self.settings.ports_file is not None:
             write_json_atomically(Path(self.settings.ports_file), self.ports)
         if self.settings.status_file is not None:
