@@ -1,10 +1,11 @@
 """Python models and ensembles (issue #16, "Speed"), side by side in one run.
 
-    .venv/bin/python bench/python_models.py [--seconds 5] [--concurrency 8] [--rounds 3] [--json]
+    .venv/bin/python bench/python_models.py [--seconds 5] [--concurrency 8] [--rounds 3] [--workers 2] [--json]
 
 1. The same model.py (it batches its requests into one ONNX Runtime call) under Triton's python backend (the peer
    of bench/peers.py: stub process, /dev/shm) and under twinfer (in process), perf_analyzer HTTP and gRPC at c=8.
-   Target: twinfer >= 2x Triton. Needs the peers (`python -m bench kserve` installs them into .peers/); without
+   Target: twinfer >= 2x Triton. Also twinfer under `--workers N` (default 2; 0 leaves it out): one reactor is
+   one core's worth of request handling, and Triton uses every core. Needs the peers (`python -m bench kserve` installs them into .peers/); without
    them this part says "not run" and the rest still runs.
 2. Overhead of a trivial python model (identity) over calling its `execute` directly in process: p99 of a gRPC
    round trip at c=1 minus p99 of the direct call (target: <= 1 ms), and the same through the facade in process
@@ -207,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of part 1 (median reported)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="also measure twinfer with --workers N in part 1 (0 or 1: leave it out)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line last")
     args = parser.parse_args(argv)
+    scaled = f"twinfer --workers {args.workers}"
     c, secs = args.concurrency, args.seconds
     rows: list[dict] = []
     notes: list[str] = []
@@ -221,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         repo = build_repository(work / "repo")
         ports, _ = stack.enter_context(running_server(repo))
+        ports_scaled = stack.enter_context(running_server(repo, "--workers", str(args.workers)))[0] \
+            if args.workers > 1 else None
         grpc_url = f"127.0.0.1:{ports['grpc']}"
 
         # 1. the same model.py under Triton's python backend and under twinfer
@@ -241,14 +247,17 @@ def main(argv: list[str] | None = None) -> int:
                 for round_index in range(args.rounds):
                     for protocol in ("http", "grpc"):
                         pair = [("twinfer", ports[protocol]), ("triton", getattr(triton, protocol))]
-                        for system, port in pair[round_index % 2:] + pair[:round_index % 2]:
+                        if ports_scaled is not None:
+                            pair.append((scaled, ports_scaled[protocol]))
+                        first = round_index % len(pair)
+                        for system, port in pair[first:] + pair[:first]:
                             try:
                                 measured.setdefault((protocol, system), []).append(perf_analyzer(
                                     f"127.0.0.1:{port}", protocol, "tiny_py", c, quick=False))
                             except peers.PeerError as exc:
                                 notes.append(f"round {round_index + 1} {system} {protocol}: {str(exc)[-200:]}")
                 for protocol in ("http", "grpc"):
-                    for system in ("twinfer", "triton"):
+                    for system in ("twinfer", "triton", scaled):
                         runs = sorted(measured.get((protocol, system), []))
                         if runs:
                             rate, p50, p99 = runs[len(runs) // 2]
@@ -279,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             row("trivial overhead", f"facade {model}", "in process", "facade c=1", rate, p50, p99)
 
     print(f"python models, batch 1 per request, {secs:g} s per row, {os.cpu_count()} cores")
-    print(f"{'part':<18} {'system':<20} {'protocol':<10} {'tool':<32} {'infer/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'part':<18} {'system':<22} {'protocol':<10} {'tool':<32} {'infer/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for r in rows:
-        print(f"{r['part']:<18} {r['system']:<20} {r['protocol']:<10} {r['tool']:<32} {r['infer_per_s']:>9,.0f} "
+        print(f"{r['part']:<18} {r['system']:<22} {r['protocol']:<10} {r['tool']:<32} {r['infer_per_s']:>9,.0f} "
               f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}")
     verdicts = {}
     by = {(r["part"], r["system"], r["protocol"]): r for r in rows}
@@ -289,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         ours, theirs = by.get(("same model.py", "twinfer", protocol)), by.get(("same model.py", "triton", protocol))
         if ours and theirs:
             verdicts[f"{protocol} twinfer/triton (target >= 2)"] = ours["infer_per_s"] / theirs["infer_per_s"]
+        more = by.get(("same model.py", scaled, protocol))
+        if more and theirs:
+            verdicts[f"{protocol} {scaled}/triton"] = more["infer_per_s"] / theirs["infer_per_s"]
     direct, served = by[("trivial overhead", "direct execute()", "in process")], by[("trivial overhead",
                                                                                        "twinfer identity", "grpc")]
     verdicts["trivial model p99 overhead ms, gRPC round trip (target <= 1)"] = served["p99_ms"] - direct["p99_ms"]
