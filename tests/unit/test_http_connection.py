@@ -296,3 +296,39 @@ def test_a_large_declared_body_is_reserved_whole_and_received_in_place():
     assert budget.held == size
     c.connectionLost(None)
     assert budget.held == 0 and c._mapped is None
+
+
+def test_every_status_goes_out_with_its_reason_phrase():
+    """The config server's 201, 304, 412 and 507 went out as `507 Unknown` (issue #17's leftover)."""
+    class Statuses:
+        def __call__(self, request: HttpRequest) -> HttpResponse:
+            return HttpResponse(int(request.path.strip("/")), b"")
+
+    proto, transport, _, _ = connect(handler=Statuses())
+    phrases = {201: b"Created", 304: b"Not Modified", 412: b"Precondition Failed", 507: b"Insufficient Storage",
+               200: b"OK", 503: b"Service Unavailable"}
+    for status in phrases:
+        proto.dataReceived(get(f"/{status}"))
+    lines = [line for line in transport.value().split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    assert lines == [b"HTTP/1.1 %d %s" % (status, phrase) for status, phrase in phrases.items()]
+
+
+def test_nothing_after_a_closing_request_is_processed():
+    """RFC 9112 9.6: after a request with `Connection: close` the server must not process further requests. Before,
+    a request pipelined behind it ran (an inference, its answer thrown away) or got a 400 before the close."""
+    for split in (False, True):
+        proto, transport, handler, _ = connect()
+        first, second = get("/slow/1", b"Connection: close\r\n"), get("/a")
+        if split:
+            proto.dataReceived(first)
+            proto.dataReceived(second)
+        else:
+            proto.dataReceived(first + second)
+        assert [r.path for r in handler.seen] == ["/slow/1"]
+        handler.pending["/slow/1"].callback(HttpResponse(200, b"done"))
+        answer = transport.value()
+        assert answer.count(b"HTTP/1.1 ") == 1 and answer.endswith(b"done")
+        assert b"Connection: close" in answer and transport.disconnecting
+    proto, transport, handler, _ = connect()  # HTTP/1.0 without keep-alive closes the same way
+    proto.dataReceived(b"GET /x HTTP/1.0\r\n\r\n" + get("/b"))
+    assert [r.path for r in handler.seen] == ["/x"] and transport.value().count(b"HTTP/1.1 ") == 1

@@ -15,6 +15,7 @@ import json
 import mmap
 from collections import deque
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -35,10 +36,10 @@ from twinfer.http.errors import status_for
 
 log = Logger()
 
-REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
-           405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Payload Too Large", 414: b"URI Too Long",
-           431: b"Request Header Fields Too Large", 500: b"Internal Server Error", 503: b"Service Unavailable",
-           504: b"Gateway Timeout"}
+# Every registered status with its phrase (the config server's 201, 304, 412 and 507 went out as "Unknown"), in
+# RFC 9110's wording where Python's table still has RFC 2616's.
+REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus} | {
+    413: b"Content Too Large", 414: b"URI Too Long", 416: b"Range Not Satisfiable", 422: b"Unprocessable Content"}
 
 _IDLE, _HEAD, _BODY = 0, 1, 2  # where the parser is in the current request
 MAPPED_BODY_BYTES = 1024 * 1024  # declared bodies this large are received into an mmap (taken from the budget whole)
@@ -116,6 +117,10 @@ class _Refused(Exception):
         self.message = message
 
 
+class _NoMoreRequests(Exception):
+    """Raised from httptools' callback when a request follows one that closes the connection."""
+
+
 class _Slot:
     __slots__ = ("response", "keep_alive")
 
@@ -135,6 +140,7 @@ class HttpConnection(Protocol):
         self._check_head = getattr(factory.handler, "check_head", None)
         self._slots: deque[_Slot] = deque()
         self._closing = False
+        self._last_request_in = False  # a request asked to close: nothing after it is read (RFC 9112 9.6)
         self._lost = False
         self._refusal: _Refused | None = None
         self._reset()
@@ -193,7 +199,7 @@ class HttpConnection(Protocol):
             self._idle_call = self._clock.callLater(wait, self._check_idle)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._last_request_in:
             return
         self._now = now = self._clock.seconds()
         self._last_seen = now
@@ -204,6 +210,8 @@ class HttpConnection(Protocol):
             self._fail_connection(400, "protocol upgrades are not supported")
             return
         except httptools.HttpParserError as exc:
+            if self._last_request_in:  # our _NoMoreRequests, or llhttp's own "data after Connection: close"
+                return  # what followed the closing request is dropped unread; its answer closes the connection
             refusal, self._refusal = self._refusal, None
             if refusal is not None:
                 self._fail_connection(refusal.status, refusal.message)
@@ -262,6 +270,8 @@ class HttpConnection(Protocol):
     # --- httptools callbacks ------------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._last_request_in:
+            raise _NoMoreRequests  # stops httptools inside this read's bytes
         self._reset()
         self._phase = _HEAD
         self._phase_deadline = self._now + self._limits.header_timeout_s
@@ -339,6 +349,8 @@ class HttpConnection(Protocol):
         self._phase = _IDLE
         slot = _Slot(self._parser.should_keep_alive())
         self._slots.append(slot)
+        if not slot.keep_alive:
+            self._last_request_in = True
         try:
             answer = self.factory.handler(request)
         except Exception:  # noqa: BLE001 - the handler's error (typed or not) is this request's answer
