@@ -304,13 +304,14 @@ def litserve(tiny: Path, work: Path) -> Iterator[Running]:
 
 
 @contextmanager
-def twinfer(repository: Path, work: Path, *args: str) -> Iterator[Running]:
-    ports_file = work / "twinfer-ports.json"
+def twinfer(repository: Path, work: Path, *args: str, name: str = "twinfer") -> Iterator[Running]:
+    stem = name.replace(" ", "").replace("--", "-")
+    ports_file = work / f"{stem}-ports.json"
     ports_file.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "twinfer", "serve", "--model-repository", str(repository), "--host", "127.0.0.1",
            "--tcp-port", "0", "--udp-port", "0", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
            "--ports-file", str(ports_file), "--insecure-dev", "--log-level", "warn", *args]
-    log = work / "twinfer.log"
+    log = work / f"{stem}.log"
     with process_group(cmd, log) as proc:
         deadline = time.monotonic() + 60
         while not ports_file.exists():
@@ -318,7 +319,7 @@ def twinfer(repository: Path, work: Path, *args: str) -> Iterator[Running]:
                 raise PeerError(f"twinfer did not start:\n{_tail(log)}")
             time.sleep(0.05)
         ports = json.loads(ports_file.read_text())
-        yield Running("twinfer", proc.pid, http=ports["http"], grpc=ports["grpc"], tcp=ports["tcp"],
+        yield Running(name, proc.pid, http=ports["http"], grpc=ports["grpc"], tcp=ports["tcp"],
                       udp=ports["udp"])
 
 

@@ -63,6 +63,15 @@ def targets(run: Any) -> list[Target]:
     tcp = find(r, "twinfer", "tcp", "tcp_tiny")
     out.append(Target("Game protocol TCP pipelined vs Triton HTTP", 5.0,
                       ratio(tcp, find(r, "triton", "http", "perf_analyzer", 8)), "tcp_tiny vs perf_analyzer c=8"))
+    scaled = next((x.system for x in r if x.system.startswith("twinfer --workers")), None)
+    if scaled is not None:  # the same targets with the server scaled out over the machine's cores
+        for protocol in ("http", "grpc"):
+            out.append(Target(f"KServe {protocol.upper()} tiny c=8 vs Triton, {scaled}", 1.5,
+                              ratio(find(r, scaled, protocol, "perf_analyzer", 8),
+                                    find(r, "triton", protocol, "perf_analyzer", 8)), "perf_analyzer, same run"))
+        out.append(Target(f"Game protocol TCP pipelined vs Triton HTTP, {scaled}", 5.0,
+                          ratio(find(r, scaled, "tcp", "tcp_tiny"), find(r, "triton", "http", "perf_analyzer", 8)),
+                          "tcp_tiny vs perf_analyzer c=8"))
     face = [x for x in r if x.system == "twinfer" and x.batch == 8 and x.tool == "perf_analyzer"]
     best = max(face, key=lambda x: x.rows_per_s, default=None)
     raw8 = run.raw.get("face_b8")
