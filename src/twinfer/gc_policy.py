@@ -24,7 +24,7 @@ def freeze_long_lived(why: str, full: bool = True) -> None:
     """Collect (every generation, or the two young ones), then exempt every object alive now from future
     collections."""
     started = time.perf_counter()
-    gc.collect() if full else gc.collect(1)
+    gc.collect(2 if full else 1)
     gc.freeze()
     log.debug("gc: {n} long-lived objects frozen after {why} ({ms:.0f} ms)", n=gc.get_freeze_count(), why=why,
               ms=(time.perf_counter() - started) * 1e3)

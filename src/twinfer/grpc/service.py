@@ -93,12 +93,10 @@ class KServeGrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):
         version = self.facade.resolve(_check_name(request.name), request.version or None)
         return pb.ModelConfigResponse(config=messages.triton_config(version.config))
 
-    def model_statistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse | Deferred:
+    def model_statistics(self, request: pb.ModelStatisticsRequest) -> Deferred[pb.ModelStatisticsResponse]:
         name = _check_name(request.name) if request.name else None
-        stats = self.statistics.read(name, request.version or None)
-        if isinstance(stats, Deferred):
-            return stats.addCallback(lambda s: pb.ModelStatisticsResponse(model_stats=s))
-        return pb.ModelStatisticsResponse(model_stats=stats)
+        return self.statistics.read(name, request.version or None).addCallback(
+            lambda stats: pb.ModelStatisticsResponse(model_stats=stats))
 
     def repository_index(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
         return messages.repository_index(self.facade.models(), request.ready)

@@ -172,11 +172,8 @@ class KServeHttpApi:
     def _run_parsed(self, parsed: ParsedInfer) -> Deferred[HttpResponse]:
         return self.facade.infer(parsed.request).addCallback(_render_infer, parsed)
 
-    def _stats(self, name: str | None, version: str | None) -> HttpResponse | Deferred[HttpResponse]:
-        stats = self._statistics.read(name, version)
-        if isinstance(stats, Deferred):
-            return stats.addCallback(_render_stats)
-        return _render_stats(stats)
+    def _stats(self, name: str | None, version: str | None) -> Deferred[HttpResponse]:
+        return self._statistics.read(name, version).addCallback(_render_stats)
 
     # --- checks -------------------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.model_version import ModelVersion
@@ -19,13 +19,12 @@ class StatisticsReader:
         self._facade = facade
         self.peers = peers
 
-    def read(self, name: str | None, version: str | None) -> list[pb.ModelStatistics] | Deferred[list[pb.ModelStatistics]]:
+    def read(self, name: str | None, version: str | None) -> Deferred[list[pb.ModelStatistics]]:
         """One model's serving versions (all models' when name is empty); an unknown model or version raises the
         facade's typed error at once, before any sibling is asked."""
         versions = self._facade.versions_for_statistics(name, version)
-        if self.peers is None:
-            return [messages.model_statistics(v.name, v.version, v.stats) for v in versions]
-        return self.peers.ask_all("stats").addCallback(self._summed, versions)
+        answers = self.peers.ask_all("stats") if self.peers is not None else succeed([])
+        return answers.addCallback(self._summed, versions)
 
     def answer(self) -> dict[str, Any]:
         """This worker's counters for a sibling that was asked: every serving version of every model."""
@@ -40,8 +39,11 @@ class StatisticsReader:
                 theirs.setdefault((name, int(number)), []).append(stats)
         out = []
         for v in versions:  # a version only a sibling serves (mid-reload) is left out, as a version this one lacks
-            total = v.stats.copy()
-            for stats in theirs.get((v.name, v.version), ()):
-                total.add(stats)
+            mine = theirs.get((v.name, v.version))
+            total = v.stats
+            if mine:  # summed into a copy: the live counters stay this worker's
+                total = total.copy()
+                for stats in mine:
+                    total.add(stats)
             out.append(messages.model_statistics(v.name, v.version, total))
         return out

@@ -36,7 +36,6 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 log = Logger()
-KINDS = ("stats", "metrics")
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # one worker's metrics with thousands of streams are a few MB
 
 
@@ -63,6 +62,7 @@ class _AnswerProtocol(LineOnlyReceiver):
         if answer is None:
             self.transport.loseConnection()
             return
+        # numpy scalars: a python model's own metrics (pb_utils.MetricFamily) may be set from numpy values
         self.transport.write(orjson.dumps(answer(), option=orjson.OPT_SERIALIZE_NUMPY))
         self.transport.loseConnection()
 
