@@ -66,10 +66,10 @@ class Requests:
         return pb.ModelInferRequest(id=str(self.pulled), model_name="m")
 
 
-async def echo(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+async def echo(request: pb.ModelInferRequest):
     if request.model_name == "bad":
         raise InvalidInput("bad input")
-    return pb.ModelInferResponse(id=request.id)
+    yield pb.ModelStreamInferResponse(infer_response=pb.ModelInferResponse(id=request.id))
 
 
 async def settle() -> None:

@@ -439,3 +439,98 @@ def test_any_frame_sequence_is_served_or_refused_never_raises(world, frames, chu
         assert peer.response(peer.call(INFER, infer_request())).grpc_status in (0, None) or peer.closed
     peer.protocol.connectionLost(None)
     assert server.budget.held == 0 and not server.grpc.reading
+
+
+# --- decoupled models ----------------------------------------------------------------------------------------------
+
+class DecoupledFacade:
+    """A facade whose model is decoupled: each streamed request gets a ResponseStream the test feeds."""
+
+    def __init__(self) -> None:
+        self.streams: list = []
+
+    def element_budget(self):
+        from twinfer.inference.limits import ElementBudget
+
+        return ElementBudget(1 << 20)
+
+    def infer(self, request, streaming=False):
+        from twisted.internet.defer import succeed
+
+        from twinfer.inference.response_stream import ResponseStream
+        from twinfer.inference.types import InferenceResult
+
+        assert streaming  # ModelStreamInfer asks for the stream
+        stream = ResponseStream()
+        self.streams.append(stream)
+        return succeed(InferenceResult("talker", "1", stream=stream))
+
+
+def streamed_request(request_id: str, final_flag: bool) -> bytes:
+    request = pb.ModelInferRequest(model_name="talker", id=request_id)
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 16])
+    request.raw_input_contents.append(np.zeros((1, 16), np.float32).tobytes())
+    if final_flag:
+        request.parameters["triton_enable_empty_final_response"].bool_param = True
+    return Peer.grpc_message(request.SerializeToString())
+
+
+def chunk(value: float):
+    from twinfer.inference.response_stream import StreamItem
+
+    return StreamItem(outputs={"OUT": np.full((1, 1000), value, np.float32)})
+
+
+def test_a_decoupled_requests_responses_each_go_out_and_hold_its_slot_until_the_final_one():
+    from twinfer.inference.response_stream import StreamItem
+
+    facade = DecoupledFacade()
+    server = Server(facade, Clock())
+    peer = server.peer()
+    stream = peer.next_stream
+    peer.next_stream += 2
+    peer.send(peer.headers_frame(stream, GRPC_HEADERS + [(":path", STREAM)])
+              + f.frame(f.DATA, f.FLAG_END_STREAM, stream, streamed_request("a", True) + streamed_request("b", False)))
+    a, b = facade.streams
+    a.put(chunk(1))
+    b.put(chunk(2))
+    a.put(chunk(3))
+    b.put(StreamItem(final=True))  # b asked for no final flag: nothing goes out for it
+    response = peer.response(stream)
+    answers = [pb.ModelStreamInferResponse.FromString(m).infer_response for m in response.messages()]
+    assert [(r.id, np.frombuffer(r.raw_output_contents[0], np.float32)[0]) for r in answers] == [
+        ("a", 1), ("b", 2), ("a", 3)]
+    assert not answers[0].parameters["triton_final_response"].bool_param
+    assert "triton_final_response" not in answers[1].parameters
+    assert not response.ended  # a's final response has not come: the call stays open
+    a.put(StreamItem(final=True))
+    response = peer.response(stream)
+    last = pb.ModelStreamInferResponse.FromString(response.messages()[-1]).infer_response
+    assert last.id == "a" and last.parameters["triton_final_response"].bool_param and not last.outputs
+    assert response.ended and response.grpc_status == 0
+
+
+def test_a_decoupled_stream_waits_for_the_client_and_a_reset_cancels_it(monkeypatch):
+    from twinfer.grpc import native_server
+
+    monkeypatch.setattr(native_server, "STREAM_PENDING_LIMIT", 10_000)
+    facade = DecoupledFacade()
+    server = Server(facade, Clock())
+    peer = server.peer()
+    stream = peer.next_stream
+    peer.next_stream += 2
+    peer.send(peer.headers_frame(stream, GRPC_HEADERS + [(":path", STREAM)])
+              + f.frame(f.DATA, 0, stream, streamed_request("a", False)))
+    (talk,) = facade.streams
+    for value in range(40):  # 4 KB each: the 64 KiB window and 10 KB of pending answers stop the relay
+        talk.put(chunk(value))
+    sent = len(peer.response(stream).messages())
+    assert 0 < sent < 40 and len(talk._items) > 0  # the rest waits in the model's stream (bounded there)
+    peer.send(f.window_update(0, 1 << 20) + f.window_update(stream, 1 << 20))
+    assert len(peer.response(stream).messages()) == 40 and not talk._items  # drained: relayed on
+    peer.send(f.rst_stream(stream, 8))  # the client cancels
+    assert talk.cancelled
+    from twinfer.inference.response_stream import ResponseStreamClosed
+
+    with pytest.raises(ResponseStreamClosed):
+        talk.put(chunk(99))

@@ -615,10 +615,67 @@ def test_unloading_a_python_model_waits_for_execute_and_not_forever_for_one_that
     pool.release()  # the stuck call returns at last: nothing breaks
 
 
-def test_a_decoupled_model_is_refused_with_the_reason(tmp_path):
-    path = write_python_model(tmp_path, "m", ADD_SUB_MODEL, ADD_SUB_CONFIG + "model_transaction_policy { decoupled: true }\n")
-    with pytest.raises(ConfigError, match="decoupled models .* are not supported"):
-        load_model_config(tmp_path / "m", path)
+DECOUPLED_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
+            sender = request.get_response_sender()
+            if x[0, 0] < 0:
+                return [pb_utils.InferenceResponse([pb_utils.Tensor("y", x)])]  # not how a decoupled model answers
+            for step in range(3):
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("y", x * step)]))
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            try:
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("y", x)]))
+            except pb_utils.TritonModelException as exc:
+                assert "Unable to send response" in exc.message()
+            else:
+                raise AssertionError("a send after the final flag went through")
+        return None
+"""
+
+
+def _drain(stream) -> list:
+    items: list = []
+    while not items or not items[-1].final:
+        stream.next().addCallback(items.append)
+    return items
+
+
+def test_a_decoupled_python_model_sends_its_responses_to_the_requests_stream(tmp_path):
+    from twinfer.backends.python import triton_model_config
+    from twinfer.inference.response_stream import ResponseStream
+
+    write_python_model(tmp_path, "m", DECOUPLED_MODEL, ECHO_CONFIG + "model_transaction_policy { decoupled: true }\n")
+    config, backend = load(tmp_path, "m")
+    assert config.decoupled and triton_model_config(config)["model_transaction_policy"] == {"decoupled": True}
+    good, bad = ResponseStream(), ResponseStream()
+    x = np.full((1, 1), 3, np.float32)
+    assert backend.run_requests([({"x": x}, ["y"], good), ({"x": -x}, ["y"], bad)]) == [{}, {}]
+    items = _drain(good)
+    assert [item.outputs["y"][0, 0] for item in items[:3]] == [0, 3, 6]
+    assert items[3].final and items[3].outputs is None and len(items) == 4
+    (failed,) = _drain(bad)  # execute returned responses: the requests still open end with the reason
+    assert isinstance(failed.error, InferenceFailed) and "execute must return None" in failed.error.message
+    with pytest.raises(InvalidInput, match="decoupled"):
+        backend.run({"x": x}, ["y"])  # one result from a stream of them: not a thing
+
+
+def test_get_response_sender_is_for_decoupled_models_only(tmp_path):
+    write_python_model(tmp_path, "m", DECOUPLED_MODEL, ECHO_CONFIG)
+    _, backend = load(tmp_path, "m")
+    (result,) = backend.run_requests([({"x": np.ones((1, 1), np.float32)}, ["y"])])
+    assert isinstance(result, InferenceFailed) and "get_response_sender() is for decoupled models" in result.message
+
+
+def test_decoupled_needs_the_python_backend():
+    with pytest.raises(ValueError, match="decoupled needs backend `python`"):
+        make_config(backend="onnxruntime", model_transaction_policy={"decoupled": True})
 
 
 def test_a_python_versions_signature_covers_its_helpers_but_not_bytecode(tmp_path):

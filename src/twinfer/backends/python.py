@@ -9,6 +9,11 @@ never from anything a request carries.
 
 Errors: an exception from `execute` fails the requests of that call (InferenceFailed with its message); an
 InferenceResponse carrying a TritonError fails its request alone; a wrong number of responses fails the call.
+
+Decoupled models (`model_transaction_policy { decoupled: true }`): each request carries the ResponseStream the
+facade made for it, `get_response_sender()` sends into it from any thread, and `execute` returns None (Triton's
+contract); an exception from `execute` ends the streams of that call's requests that are still open, with its
+message.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from twinfer.backends.python_import import forget_model_module, helpers_of, impo
 from twinfer.errors import InferenceFailed, InvalidInput, ModelLoadError, TwinferError, Unavailable
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.placement import GpuInventory, place_instances
+from twinfer.inference.response_stream import ResponseStream, StreamItem
 
 _log = Logger()
-Request = tuple[dict[str, np.ndarray], list[str]]
+# (inputs, wanted outputs), and for a decoupled model the request's ResponseStream third
+Request = tuple[dict[str, np.ndarray], list[str]] | tuple[dict[str, np.ndarray], list[str], ResponseStream]
 
 
 def triton_model_config(config: ModelConfig) -> dict[str, Any]:
@@ -54,7 +61,7 @@ def triton_model_config(config: ModelConfig) -> dict[str, Any]:
                            for i, g in enumerate(config.instance_group)]
         or [{"name": config.name, "kind": "KIND_CPU", "count": config.instance_count}],
         "parameters": {k: {"string_value": v} for k, v in config.parameters.items()},
-        "model_transaction_policy": {"decoupled": False},
+        "model_transaction_policy": {"decoupled": config.decoupled},
     }
     if config.dynamic_batching is not None and config.batching:
         db = config.dynamic_batching
@@ -135,6 +142,8 @@ class PythonBackend:
 
     def run_requests(self, requests: list[Request]) -> list[dict[str, np.ndarray] | Exception]:
         """One `execute` call for the batch; one result per request. Blocking: on an instance thread."""
+        if self._config.decoupled:
+            return self._run_decoupled(requests)
         instance = self._idle.get()  # the batcher runs at most instance_count batches, so one is always idle
         try:
             wrapped = [pb_utils.InferenceRequest(
@@ -162,6 +171,58 @@ class PythonBackend:
                 results.append(InferenceFailed(f"model {self.name!r}: unusable response: {type(exc).__name__}: "
                                                f"{exc}"))
         return results
+
+    def _run_decoupled(self, requests: list[Request]) -> list[dict[str, np.ndarray] | Exception]:
+        """`execute` with a response sender on each request; its responses go to the requests' streams, during
+        and after the call. The batcher's results are empty: the streams carry everything."""
+        streams: list[ResponseStream] = []
+        wrapped = []
+        for inputs, outputs, *rest in requests:
+            if not rest:
+                raise InvalidInput(f"model {self.name!r} is decoupled: it answers on a response stream only")
+            stream = rest[0]
+            streams.append(stream)
+            request = pb_utils.InferenceRequest(
+                model_name=self.name, requested_output_names=outputs,
+                inputs=[pb_utils.Tensor._of_request(n, a) for n, a in inputs.items()])
+            request._sender = pb_utils.ResponseSender(stream, self._item_converter(outputs))
+            wrapped.append(request)
+        instance = self._idle.get()
+        try:
+            with pb_utils.bound_caller(self._caller):
+                returned = self._await(instance.execute(wrapped))
+        except pb_utils.TritonModelException as exc:
+            return self._end_streams(streams, f"model {self.name!r}: {exc.message()}")
+        except Exception as exc:  # noqa: BLE001 - user code: end this call's streams, keep serving
+            self._log_first(exc)
+            return self._end_streams(streams, f"model {self.name!r}: execute raised {type(exc).__name__}: {exc}")
+        finally:
+            self._idle.put(instance)
+        if returned is not None:
+            return self._end_streams(streams, f"model {self.name!r} is decoupled: execute must return None and "
+                                              "send its responses with request.get_response_sender()")
+        return [{} for _ in requests]
+
+    def _end_streams(self, streams: list[ResponseStream], message: str) -> list[dict[str, np.ndarray] | Exception]:
+        for stream in streams:
+            stream.fail(InferenceFailed(message))
+        return [{} for _ in streams]
+
+    def _item_converter(self, wanted: list[str]):
+        """A decoupled response -> StreamItem: its error (that response fails, the stream goes on), or the outputs
+        the request asked for among those it carries (a response may carry some outputs only)."""
+
+        def convert(response: Any, final: bool) -> StreamItem:
+            if not isinstance(response, pb_utils.InferenceResponse):
+                raise pb_utils.TritonModelException(f"Unable to send response: expected an InferenceResponse, got "
+                                                    f"{type(response).__name__}")
+            outcome = self._outputs_of(response, []) if response.has_error() else None
+            if isinstance(outcome, TwinferError):
+                return StreamItem(error=outcome, final=final)
+            produced = {t.name(): t.as_numpy() for t in response.output_tensors()}
+            return StreamItem(outputs={n: a for n, a in produced.items() if not wanted or n in wanted}, final=final)
+
+        return convert
 
     def _log_first(self, exc: Exception) -> None:
         """The traceback of the first exception of each type goes to the log (later ones only to the client), so
@@ -201,6 +262,9 @@ class PythonBackend:
 
     def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """One request alone (the validation gate, `twinfer validate`)."""
+        if self._config.decoupled:
+            raise InvalidInput(f"model {self.name!r} is decoupled: it answers on a response stream only (gRPC "
+                               "ModelStreamInfer), not with one result")
         (result,) = self.run_requests([(inputs, outputs or self._output_names)])
         if isinstance(result, TwinferError):
             raise result
@@ -253,6 +317,8 @@ def auto_complete(partial: dict[str, Any], model_file: Path) -> dict[str, Any]:
                   "output": [triton_tensor(t) for t in partial.get("outputs", [])]}
         if partial.get("dynamic_batching") is not None:
             triton["dynamic_batching"] = {}
+        if (partial.get("model_transaction_policy") or {}).get("decoupled"):
+            triton["model_transaction_policy"] = {"decoupled": True}
         with helpers_of(model_file.parent, module.__name__.rpartition(".")[0]):
             completed = hook(pb_utils.ModelConfig(triton))
         result = (completed if completed is not None else pb_utils.ModelConfig(triton)).as_dict()
@@ -277,4 +343,6 @@ def auto_complete(partial: dict[str, Any], model_file: Path) -> dict[str, Any]:
     done["outputs"] = [twinfer_tensor(t, "outputs") for t in result.get("output", [])]
     if "dynamic_batching" in result and done.get("dynamic_batching") is None:
         done["dynamic_batching"] = {}
+    if (result.get("model_transaction_policy") or {}).get("decoupled"):
+        done["model_transaction_policy"] = {"decoupled": True}
     return done

@@ -35,8 +35,6 @@ class ModelConfig:
         self._model_config.setdefault("dynamic_batching", {})
 
     def set_model_transaction_policy(self, transaction_policy: dict[str, Any]) -> None:
-        if transaction_policy.get("decoupled"):
-            raise ValueError("decoupled models are not supported by twinfer's python backend")
         self._model_config["model_transaction_policy"] = dict(transaction_policy)
 
     def add_input(self, input: dict[str, Any]) -> None:  # noqa: A002 - Triton's parameter name

@@ -29,6 +29,7 @@ from twisted.logger import Logger as _TwistedLogger
 from twinfer.backends.triton_errors import TritonError, TritonModelException
 from twinfer.backends.triton_metrics import Metric, MetricFamily
 from twinfer.backends.triton_model_config import ModelConfig
+from twinfer.backends.triton_response_sender import TRITONSERVER_RESPONSE_COMPLETE_FINAL, ResponseSender
 from twinfer.inference.caller import ModelCaller
 
 _local = threading.local()
@@ -204,6 +205,7 @@ class InferenceRequest:
         self._flags = flags
         self._timeout_us = timeout
         self._parameters = parameters
+        self._sender: Any = None  # a decoupled model's ResponseSender (set by the python backend)
 
     def inputs(self) -> list[Tensor]:
         return self._inputs
@@ -227,10 +229,15 @@ class InferenceRequest:
         return self._parameters if isinstance(self._parameters, str) else json.dumps(self._parameters or {})
 
     def is_cancelled(self) -> bool:
-        return False
+        """True once the client of a decoupled model's request has gone (its sends would fail)."""
+        return self._sender is not None and self._sender.is_cancelled()
 
     def get_response_sender(self) -> Any:
-        raise TritonModelException("decoupled models are not supported by twinfer's python backend")
+        """A decoupled model's sender for this request's responses (`send(response, flags)`)."""
+        if self._sender is None:
+            raise TritonModelException("get_response_sender() is for decoupled models (model_transaction_policy "
+                                       "{ decoupled: true }); this model returns its responses from execute")
+        return self._sender
 
     def _facade_request(self) -> Any:
         from twinfer.inference.types import InferenceRequest as FacadeRequest
@@ -360,15 +367,13 @@ class Logger:
         cls.log(message, LogLevel.VERBOSE)
 
 
-TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
 
 
-
 __all__ = [
     "InferenceRequest", "InferenceResponse", "Logger", "LogLevel", "Metric", "MetricFamily", "ModelConfig",
-    "Tensor", "TritonError", "TritonModelException", "bound_caller", "deserialize_bytes_tensor",
+    "ResponseSender", "TRITONSERVER_RESPONSE_COMPLETE_FINAL", "Tensor", "TritonError", "TritonModelException", "bound_caller", "deserialize_bytes_tensor",
     "get_input_config_by_name", "get_input_tensor_by_name", "get_output_config_by_name",
     "get_output_tensor_by_name", "numpy_to_triton_type", "serialize_byte_tensor", "triton_string_to_numpy",
     "triton_to_numpy_type",

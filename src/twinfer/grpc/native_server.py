@@ -43,8 +43,15 @@ from twinfer.grpc.errors import status_for
 from twinfer.grpc.guard import MAX_MESSAGE_CHARS, CallGuard
 from twinfer.grpc.infer_codec import decode_request, encode_response
 from twinfer.grpc.service import UNARY_METHODS, KServeGrpcService, _check_name
-from twinfer.grpc.streams import OpenStreamLimit, error_answer
+from twinfer.grpc.streams import (
+    OpenStreamLimit,
+    error_answer,
+    stream_item_answer,
+    stream_response,
+    wants_final_flag,
+)
 from twinfer.http.body_budget import BodyBudget
+from twinfer.inference.response_stream import StreamItem
 from twinfer.inference.types import InferenceResult
 from twinfer.http2.connection import Http2Stream
 from twinfer.http2.frames import encode_headers
@@ -91,6 +98,45 @@ def grpc_timeout(value: bytes) -> float | None:
     if not digits.isdigit() or len(digits) > 8 or unit not in TIMEOUT_UNITS:
         return None
     return int(digits) * TIMEOUT_UNITS[unit]
+
+
+class _StreamRelay:
+    """Relays one decoupled request's responses into its call, one at a time, and pauses while the client has
+    STREAM_PENDING_LIMIT bytes of answers unread (the model's sends then wait in its ResponseStream)."""
+
+    __slots__ = ("call", "result", "stream", "request_id", "flag_final")
+
+    def __init__(self, call: GrpcCall, result: InferenceResult, request_id: str, flag_final: bool) -> None:
+        self.call = call
+        self.result = result
+        self.stream = result.stream
+        self.request_id = request_id
+        self.flag_final = flag_final
+
+    def pull(self) -> None:
+        call = self.call
+        if call.done:
+            return
+        if call.stream.pending_bytes >= STREAM_PENDING_LIMIT:
+            call._paused.append(self)
+            return
+        self.stream.next().addCallback(self._got)
+
+    def _got(self, item: StreamItem) -> None:
+        call = self.call
+        if call.done:
+            return
+        try:
+            answer = stream_item_answer(self.request_id, self.result, item, self.flag_final)
+        except BaseException as exc:  # noqa: BLE001 - an output that cannot be encoded fails that response
+            answer = error_answer(self.request_id, exc)
+        if answer is not None:
+            call._send_answer(answer)
+        if item.final:
+            call._relays.discard(self)
+            call._request_done()
+            return
+        self.pull()
 
 
 def percent_encode(message: str) -> bytes:
@@ -173,7 +219,8 @@ class GrpcCall:
 
     __slots__ = ("server", "stream", "method", "headers", "done", "_buffer", "_expected", "_held", "_messages",
                  "_request_ended", "_timer", "_streaming", "_inflight", "_unconsumed", "_open_stream_counted",
-                 "_request_class", "_request_id", "_pumping", "_pump_again", "_compressed", "_inflate_later")
+                 "_request_class", "_request_id", "_pumping", "_pump_again", "_compressed", "_inflate_later",
+                 "_relays", "_paused")
 
     def __init__(self, server: NativeGrpcServer, stream: Http2Stream, method: str,
                  headers: dict[bytes, bytes]) -> None:
@@ -196,6 +243,8 @@ class GrpcCall:
         self._request_id = ""
         self._pumping = self._pump_again = False
         self._compressed = self._inflate_later = False
+        self._relays: set[_StreamRelay] = set()   # decoupled requests whose responses are still coming
+        self._paused: list[_StreamRelay] = []     # ... waiting for the client to read what was sent
 
     # --- start: method, credentials, deadline ---------------------------------------------------------------------
 
@@ -377,11 +426,11 @@ class GrpcCall:
         else:
             self._answered(answer)
 
-    def _infer(self, request: pb.ModelInferRequest) -> Deferred[InferenceResult]:
+    def _infer(self, request: pb.ModelInferRequest, streaming: bool = False) -> Deferred[InferenceResult]:
         facade = self.server.facade
         inference = decode_request(request, facade.element_budget())
         _check_name(inference.model)
-        return facade.infer(inference)
+        return facade.infer(inference, streaming)
 
     def _inferred(self, result: InferenceResult) -> None:
         try:
@@ -443,29 +492,53 @@ class GrpcCall:
             self.stream.send_trailers(OK_TRAILERS)
 
     def _stream_one(self, message: bytes) -> None:
-        request_id = ""
+        request_id, flag_final = "", False
         try:
             request = self._decode(message)
-            request_id = request.id
-            d = self._infer(request)
+            request_id, flag_final = request.id, wants_final_flag(request)
+            d = self._infer(request, streaming=True)
         except BaseException as exc:  # noqa: BLE001 - errors travel in the stream
-            d = Deferred()
-            d.errback(Failure(exc))
-        d.addCallbacks(lambda result: pb.ModelStreamInferResponse(infer_response=encode_response(request_id, result)),
-                       lambda failure: error_answer(request_id, failure.value))
-        d.addCallback(self._stream_answer)
+            d = fail(Failure(exc))
+        d.addCallbacks(self._streamed, lambda failure: self._stream_answer(error_answer(request_id, failure.value)),
+                       callbackArgs=(request_id, flag_final))
+
+    def _streamed(self, result: InferenceResult, request_id: str, flag_final: bool) -> None:
+        if result.stream is None:
+            try:
+                answer = stream_response(request_id, result, True if flag_final else None)
+            except BaseException as exc:  # noqa: BLE001 - an output that cannot be encoded fails this request
+                answer = error_answer(request_id, exc)
+            self._stream_answer(answer)
+            return
+        relay = _StreamRelay(self, result, request_id, flag_final)
+        if self.done:
+            relay.stream.cancel()
+            return
+        self._relays.add(relay)
+        relay.pull()
 
     def _stream_answer(self, answer: pb.ModelStreamInferResponse) -> None:
-        self._inflight -= 1
+        """A request's one (or last) answer: it gives its slot back."""
+        self._send_answer(answer)
+        self._request_done()
+
+    def _send_answer(self, answer: pb.ModelStreamInferResponse) -> None:
         if self.done:
             return
         body = answer.SerializeToString()
         self.stream.send_data(PREFIX.pack(0, len(body)) + body)
-        self._pump()
+
+    def _request_done(self) -> None:
+        self._inflight -= 1
+        if not self.done:
+            self._pump()
 
     def drained(self) -> None:
-        """The stream's queued answers have left (flow control): read on."""
+        """The stream's queued answers have left (flow control): read on, relay on."""
         if self._streaming and not self.done:
+            paused, self._paused = self._paused, []
+            for relay in paused:
+                relay.pull()
             self._pump()
 
     # --- ending ----------------------------------------------------------------------------------------------------
@@ -497,6 +570,9 @@ class GrpcCall:
         if self._open_stream_counted:
             self._open_stream_counted = False
             self.server.service.open_streams.leave()
+        relays, self._relays, self._paused = self._relays, set(), []
+        for relay in relays:  # the client went away: the models' next sends fail (Triton's is_cancelled)
+            relay.stream.cancel()
 
     def _give_back(self, size: int | None = None) -> None:
         size = self._held if size is None else min(size, self._held)

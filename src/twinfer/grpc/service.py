@@ -24,7 +24,13 @@ from twinfer.config.settings import Settings
 from twinfer.errors import InvalidInput, ModelNotFound, ModelNotReady
 from twinfer.grpc.guard import CallGuard
 from twinfer.grpc.infer_codec import decode_request, encode_response
-from twinfer.grpc.streams import OpenStreamLimit, stream_answers
+from twinfer.grpc.streams import (
+    OpenStreamLimit,
+    stream_answers,
+    stream_item_answer,
+    stream_response,
+    wants_final_flag,
+)
 from twinfer.inference.facade import InferenceFacade
 from twinfer.inference.repository import valid_model_name
 from twinfer.kserve import messages
@@ -58,10 +64,33 @@ class KServeGrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         return await self._infer(request)
 
+    async def _stream_infer(self, request: pb.ModelInferRequest) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """The answers to one streamed request: one, or a decoupled model's several (twinfer.grpc.streams)."""
+        loop = asyncio.get_running_loop()
+        inference = decode_request(request, self.facade.element_budget())
+        _check_name(inference.model)
+        flag_final = wants_final_flag(request)
+        result = await self.facade.infer(inference, streaming=True).asFuture(loop)
+        stream = result.stream
+        if stream is None:
+            yield stream_response(request.id, result, True if flag_final else None)
+            return
+        finished = False
+        try:
+            while not finished:
+                item = await stream.next().asFuture(loop)
+                finished = item.final
+                answer = stream_item_answer(request.id, result, item, flag_final)
+                if answer is not None:
+                    yield answer
+        finally:
+            if not finished:  # the client went away or the call ended first: the model's next send fails
+                stream.cancel()
+
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
         self.open_streams.enter()
         try:
-            async for answer in stream_answers(request_iterator, self._infer, self.stream_max_inflight):
+            async for answer in stream_answers(request_iterator, self._stream_infer, self.stream_max_inflight):
                 yield answer
         finally:
             self.open_streams.leave()

@@ -8,12 +8,18 @@ queue (before: +8 MB/s and a bystander's p99 from 7.9 to 140 ms).
 
 Per process, `OpenStreamLimit` refuses a stream past the cap with RESOURCE_EXHAUSTED and a message that names the
 setting, instead of letting load decide which calls die.
+
+Decoupled models answer one request with several responses (twinfer.inference.response_stream): each goes out
+as its own ModelStreamInferResponse with the request's `id`; the request keeps its slot until its final response.
+As in Triton, a request whose parameters set `triton_enable_empty_final_response` (tritonclient's
+`enable_empty_final_response=True`) gets `triton_final_response` on every response, and an empty final response
+when the model ends the stream with the flag alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
@@ -22,11 +28,47 @@ from twisted.python.failure import Failure
 
 from twinfer.errors import InvalidInput, Overloaded, TwinferError
 from twinfer.grpc.guard import MalformedRequest
+from twinfer.grpc.infer_codec import encode_response
+from twinfer.inference.response_stream import StreamItem
+from twinfer.inference.types import InferenceResult
 
 log = Logger()
 
-Infer = Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]]
+StreamInfer = Callable[[pb.ModelInferRequest], AsyncIterator[pb.ModelStreamInferResponse]]
 _END = object()
+ENABLE_FINAL_RESPONSE = "triton_enable_empty_final_response"
+FINAL_RESPONSE = "triton_final_response"
+
+
+def wants_final_flag(request: pb.ModelInferRequest) -> bool:
+    """Did the client ask for `triton_final_response` on each response (and an empty final one)?"""
+    return ENABLE_FINAL_RESPONSE in request.parameters and request.parameters[ENABLE_FINAL_RESPONSE].bool_param
+
+
+def stream_response(request_id: str, result: InferenceResult, final: bool | None) -> pb.ModelStreamInferResponse:
+    """One response with outputs; `final` None: the client did not ask for the flag."""
+    response = encode_response(request_id, result)
+    if final is not None:
+        response.parameters[FINAL_RESPONSE].bool_param = final
+    return pb.ModelStreamInferResponse(infer_response=response)
+
+
+def stream_item_answer(request_id: str, result: InferenceResult, item: StreamItem,
+                       flag_final: bool) -> pb.ModelStreamInferResponse | None:
+    """What one decoupled response becomes on the wire; None for a bare final flag nobody asked to see."""
+    if item.error is not None:
+        answer = error_answer(request_id, item.error)
+        if flag_final:
+            answer.infer_response.parameters[FINAL_RESPONSE].bool_param = item.final
+        return answer
+    if item.outputs is None:
+        if not flag_final:
+            return None
+        response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=request_id)
+        response.parameters[FINAL_RESPONSE].bool_param = True
+        return pb.ModelStreamInferResponse(infer_response=response)
+    return stream_response(request_id, InferenceResult(result.model, result.version, item.outputs),
+                           item.final if flag_final else None)
 
 
 class OpenStreamLimit:
@@ -56,12 +98,14 @@ def error_answer(request_id: str, error: BaseException) -> pb.ModelStreamInferRe
     return pb.ModelStreamInferResponse(error_message=message, infer_response=pb.ModelInferResponse(id=request_id))
 
 
-async def stream_answers(requests: AsyncIterator[Any], infer: Infer,
+async def stream_answers(requests: AsyncIterator[Any], infer: StreamInfer,
                          max_inflight: int) -> AsyncIterator[pb.ModelStreamInferResponse]:
     """Requests run concurrently (up to `max_inflight`); each answer goes out as soon as it is ready, matched to
-    its request by `id`."""
+    its request by `id`. A request (one answer, or a decoupled model's several) holds its slot until its last
+    answer is out; at most `max_inflight` answers wait to be sent."""
     slots = asyncio.Semaphore(max_inflight)
-    answers: asyncio.Queue[Any] = asyncio.Queue()  # never holds more than max_inflight answers
+    # (answer, False), and (None, True) once a request is done: room for max_inflight of each
+    answers: asyncio.Queue[Any] = asyncio.Queue(2 * max_inflight)
     running: set[asyncio.Task[None]] = set()
 
     async def one(request: Any) -> None:
@@ -69,11 +113,13 @@ async def stream_answers(requests: AsyncIterator[Any], infer: Infer,
         try:
             if isinstance(request, MalformedRequest):
                 raise InvalidInput(request.reason)
-            answers.put_nowait(pb.ModelStreamInferResponse(infer_response=await infer(request)))
+            async for answer in infer(request):
+                await answers.put((answer, False))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - errors travel in the stream
-            answers.put_nowait(error_answer(request_id, exc))
+            await answers.put((error_answer(request_id, exc), False))
+        await answers.put((None, True))
 
     async def read_all() -> None:
         try:
@@ -89,19 +135,24 @@ async def stream_answers(requests: AsyncIterator[Any], infer: Infer,
                 task.add_done_callback(running.discard)
             while running:
                 await asyncio.gather(*list(running))
-            answers.put_nowait(_END)
+            await answers.put((_END, True))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - the generator re-raises it as the call's status
-            answers.put_nowait(exc)
+            await answers.put((exc, True))
 
     reader = asyncio.ensure_future(read_all())
     try:
-        while (answer := await answers.get()) is not _END:
+        while True:
+            answer, request_done = await answers.get()
+            if answer is _END:
+                break
             if isinstance(answer, BaseException):
                 raise answer
+            if request_done:
+                slots.release()
+                continue
             yield answer
-            slots.release()
     finally:
         reader.cancel()
         for task in list(running):

@@ -182,10 +182,9 @@ def read_pbtxt(path: Path) -> dict[str, Any]:
         config = text_format.Parse(read_config_text(path), mc.ModelConfig())
     except (text_format.ParseError, OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a valid Triton model config ({' '.join(str(exc).split())})") from exc
-    if config.model_transaction_policy.decoupled:
-        raise ConfigError(f"{path}: model_transaction_policy.decoupled: decoupled models (several responses per "
-                          "request) are not supported by twinfer")
     out: dict[str, Any] = {"max_batch_size": config.max_batch_size}  # absent means 0 to Triton as well
+    if config.model_transaction_policy.decoupled:
+        out["model_transaction_policy"] = {"decoupled": True}
     if config.name:
         out["name"] = config.name
     if config.backend or config.platform:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.python.failure import Failure
 
-from twinfer.errors import ModelNotFound, ModelNotReady, TwinferError
+from twinfer.errors import InferenceFailed, InvalidInput, ModelNotFound, ModelNotReady, TwinferError
 from twinfer.inference.limits import DEFAULT_MAX_ELEMENTS, ElementBudget
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.model_version import ModelVersion
 from twinfer.inference.repository import ModelRepository, ServedModel
+from twinfer.inference.response_stream import ResponseStream
 from twinfer.inference.types import InferenceRequest, InferenceResult
 from twinfer.inference.validation import validate_inputs, validate_outputs
 
@@ -32,19 +34,41 @@ class InferenceFacade:
         """A fresh per-request budget: every front-end's decoder takes one before it allocates any input."""
         return ElementBudget(self.max_request_elements)
 
-    def infer(self, request: InferenceRequest) -> Deferred[InferenceResult]:
-        """Validate, queue and run one request. Errors arrive as TwinferError failures, never raised."""
+    def infer(self, request: InferenceRequest, streaming: bool = False) -> Deferred[InferenceResult]:
+        """Validate, queue and run one request. Errors arrive as TwinferError failures, never raised.
+
+        A decoupled model answers with a stream of responses, which only a `streaming` caller (gRPC
+        ModelStreamInfer) can relay: its result comes at once, before the request runs, with `stream` set; errors
+        from then on (a queue timeout, a failing execute) end that stream."""
         try:
             version = self.resolve(request.model, request.version)
             config = version.config
+            if config.decoupled and not streaming:
+                raise InvalidInput(f"model {config.name!r} is decoupled (it sends several responses per request): "
+                                   "call it with gRPC ModelStreamInfer (tritonclient's stream_infer)")
             inputs = validate_inputs(config, request.inputs)
             outputs = validate_outputs(config, request.outputs)
             timeout_s = request.timeout_ms / 1e3 if request.timeout_ms else None
+            if config.decoupled:
+                return succeed(self._submit_decoupled(version, inputs, outputs, timeout_s))
             d = version.batcher.submit(inputs, outputs, timeout_s)
         except TwinferError as exc:
             return fail(exc)
         name, number = config.name, str(version.version)
         return d.addCallback(lambda out: InferenceResult(name, number, out))
+
+    def _submit_decoupled(self, version: ModelVersion, inputs: dict, outputs: list[str],
+                          timeout_s: float | None) -> InferenceResult:
+        stream = ResponseStream(getattr(self.repository.reactor, "callFromThread", None))
+        d = version.batcher.submit(inputs, outputs, timeout_s, stream=stream)
+
+        def failed(failure: Failure) -> None:
+            error = failure.value
+            stream.fail(error if isinstance(error, TwinferError) else InferenceFailed(f"model execution failed: "
+                                                                                       f"{error}"))
+
+        d.addErrback(failed)
+        return InferenceResult(version.config.name, str(version.version), stream=stream)
 
     def resolve(self, model: str, version: str | None = None) -> ModelVersion:
         """The version a request for (model, version) would use; raises ModelNotFound / ModelNotReady. An ensemble

@@ -63,6 +63,13 @@ class DynamicBatchingConfig(_Strict):
     default_timeout_ms: int = Field(default=0, ge=0)  # 0 = no timeout
 
 
+class TransactionPolicy(_Strict):
+    """Triton's `model_transaction_policy`: `decoupled` models send any number of responses per request (python
+    models only), so only streaming calls (gRPC ModelStreamInfer) can reach them."""
+
+    decoupled: bool = False
+
+
 class VersionPolicy(_Strict):
     """Which versions on disk are served: the newest N, all, or a fixed list."""
 
@@ -168,6 +175,7 @@ class ModelConfig(_Strict):
     validation: ValidationConfig | None = None
     parameters: dict[str, str] = {}
     ensemble_scheduling: EnsembleScheduling | None = None  # only with backend `ensemble`
+    model_transaction_policy: TransactionPolicy = TransactionPolicy()
 
     @model_validator(mode="before")
     @classmethod
@@ -190,6 +198,9 @@ class ModelConfig(_Strict):
                 raise ValueError(f"duplicate {kind} names in {names}")
         if not self.inputs or not self.outputs:
             raise ValueError("a model needs at least one input and one output")
+        if self.model_transaction_policy.decoupled and self.backend != "python":
+            raise ValueError(f"model_transaction_policy.decoupled needs backend `python` (this model's is "
+                             f"{self.backend!r})")
         if (self.backend.lower() == "ensemble") != (self.ensemble_scheduling is not None):
             raise ValueError("an ensemble (platform/backend `ensemble`) needs ensemble_scheduling, and "
                              "ensemble_scheduling needs platform `ensemble`")
@@ -198,6 +209,10 @@ class ModelConfig(_Strict):
     @property
     def batching(self) -> bool:
         return self.max_batch_size > 0
+
+    @property
+    def decoupled(self) -> bool:
+        return self.model_transaction_policy.decoupled
 
     # Plain loops, not next(genexpr): called per request input, where the generator cost 4 % of the game protocol's
     # reactor time (py-spy, pipelined tiny model).

@@ -177,6 +177,11 @@ class ModelRepository:
         self._listings: dict[Path, Listing] = {}  # the scan thread's, under the poll lock
         self._started = False  # start-up's loads are frozen by the server once it listens (twinfer.gc_policy)
 
+    @property
+    def reactor(self) -> IReactorTime:
+        """The reactor this repository schedules on (the facade's, the front-ends')."""
+        return self._clock
+
     def attach_caller(self, infer: Callable) -> None:
         """Let the backends loaded from now on (python models, ensembles) call models through `infer` (the
         facade's), on this repository's reactor."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from twinfer.inference.response_stream import ResponseStream
 
 
 @dataclass(slots=True)
@@ -20,6 +24,10 @@ class InferenceRequest:
 
 @dataclass(slots=True)
 class InferenceResult:
+    """A model's answer: its outputs, or for a decoupled model (streaming calls only) the stream its responses
+    arrive on (`outputs` then stays empty)."""
+
     model: str
     version: str
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    stream: ResponseStream | None = None

@@ -59,6 +59,8 @@ def triton_config(config: ModelConfig) -> mc.ModelConfig:
         or [mc.ModelInstanceGroup(name=config.name, kind=mc.ModelInstanceGroup.KIND_CPU,
                                   count=config.instance_count)],
     )
+    if config.decoupled:
+        out.model_transaction_policy.decoupled = True
     policy = config.version_policy
     if policy.policy == "all":
         out.version_policy.all.SetInParent()
