@@ -1,7 +1,8 @@
 """Decoupled python models (Triton's `model_transaction_policy { decoupled: true }`) on a real server, called with
 tritonclient's gRPC streaming client on both gRPC servers: several responses per request from the model's own
 threads, Triton's final-response flags, per-response errors, an execute that raises, unary calls refused with the
-reason, and a model that sends until the client goes away stopping when it does."""
+reason, a model that sends until the client goes away stopping when it does, and BLS calls iterating a decoupled
+model's responses (sync and async)."""
 
 from __future__ import annotations
 
@@ -105,13 +106,52 @@ class TritonPythonModel:
 '''
 
 
+SUM_CONFIG = """
+name: "sum_repeat"
+backend: "python"
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
+output [ { name: "SUM" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "COUNT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+
+# Like Triton's bls_decoupled examples: a plain model summing what a decoupled one streams, sync and async.
+SUM_MODEL = '''
+import asyncio
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    async def execute(self, requests):
+        responses = []
+        for request in requests:
+            values = pb_utils.get_input_tensor_by_name(request, "IN")
+            call = lambda: pb_utils.InferenceRequest(model_name="repeat", inputs=[values],
+                                                     requested_output_names=["OUT"])
+            streams = [call().exec(decoupled=True), *await asyncio.gather(
+                call().async_exec(decoupled=True), call().async_exec(decoupled=True))]
+            total, count = 0, 0
+            for stream in streams:
+                for response in stream:
+                    if response.has_error():
+                        raise pb_utils.TritonModelException(response.error().message())
+                    if response.output_tensors():  # the last one is empty: the final flag
+                        total += int(pb_utils.get_output_tensor_by_name(response, "OUT").as_numpy()[0])
+                        count += 1
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("SUM", np.array([total], np.int32)),
+                                                         pb_utils.Tensor("COUNT", np.array([count], np.int32))]))
+        return responses
+'''
+
+
 @pytest.fixture(scope="module", params=["twisted", "grpcio"])
 def served(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"decoupled-{request.param}")
     repo = tmp / "repo"
     marker = tmp / "endless.marker"
     for name, config, model in (("repeat", REPEAT_CONFIG, REPEAT_MODEL),
-                                ("endless", ENDLESS_CONFIG.format(marker=marker), ENDLESS_MODEL)):
+                                ("endless", ENDLESS_CONFIG.format(marker=marker), ENDLESS_MODEL),
+                                ("sum_repeat", SUM_CONFIG, SUM_MODEL)):
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(textwrap.dedent(config))
         (repo / name / "1" / "model.py").write_text(model)
@@ -245,3 +285,16 @@ def test_a_model_that_sends_forever_stops_when_the_client_goes(served):
     finally:
         client.stop_stream()
     assert result.as_numpy("OUT").tolist() == [11]
+
+
+def test_a_bls_call_iterates_a_decoupled_models_responses(served):
+    server, _ = served
+    http = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+    tensor = httpclient.InferInput("IN", [4], "INT32")
+    tensor.set_data_from_numpy(np.array([1, 2, 3, 4], np.int32))
+    result = http.infer("sum_repeat", [tensor])
+    assert result.as_numpy("SUM").tolist() == [30] and result.as_numpy("COUNT").tolist() == [12]  # 3 calls x 4
+    tensor = httpclient.InferInput("IN", [2], "INT32")
+    tensor.set_data_from_numpy(np.array([1, -2], np.int32))
+    with pytest.raises(InferenceServerException, match="negative value -2 at 1"):
+        http.infer("sum_repeat", [tensor])

@@ -250,26 +250,53 @@ class InferenceRequest:
             timeout_ms=max(1, self._timeout_us // 1000) if self._timeout_us else None,
         )
 
-    def exec(self, decoupled: bool = False) -> InferenceResponse:
-        """Run the request on its model and wait (on this instance thread) for the response."""
-        if decoupled:
-            raise TritonModelException("decoupled BLS requests are not supported by twinfer")
+    def exec(self, decoupled: bool = False) -> Any:
+        """Run the request on its model and wait (on this instance thread) for the response; `decoupled=True`
+        (the called model is decoupled): an iterator of its responses as they come, the last one empty when the
+        model ended with the final flag alone, as Triton's."""
         from twisted.internet.threads import blockingCallFromThread
         from twisted.python.threadable import isInIOThread
 
         if isInIOThread():
             raise TritonModelException("BLS exec() on the reactor thread would deadlock")
         caller = _caller()
+        if decoupled:
+            return self._responses_of_stream(caller)
         try:
             result = blockingCallFromThread(caller.reactor, caller.infer, self._facade_request())
         except Exception as exc:  # noqa: BLE001 - Triton hands BLS errors back in the response
             return _error_response(exc)
         return _response_of(result)
 
-    async def async_exec(self, decoupled: bool = False) -> InferenceResponse:
-        """Start the request on the reactor and await its response on the model's event loop."""
-        if decoupled:
-            raise TritonModelException("decoupled BLS requests are not supported by twinfer")
+    def _responses_of_stream(self, caller: ModelCaller) -> Iterator[InferenceResponse]:
+        from twisted.internet.threads import blockingCallFromThread
+
+        try:
+            result = blockingCallFromThread(caller.reactor, caller.infer, self._facade_request(), True)
+        except Exception as exc:  # noqa: BLE001
+            yield _error_response(exc)
+            return
+        stream = result.stream
+        if stream is None:  # not a decoupled model: its one response
+            yield _response_of(result)
+            return
+        finished = False
+        try:
+            while not finished:
+                item = blockingCallFromThread(caller.reactor, stream.next)
+                finished = item.final
+                yield _response_of_item(item)
+        finally:
+            if not finished:  # the caller stopped iterating: the called model's next send fails
+                caller.reactor.callFromThread(stream.cancel)
+
+    async def async_exec(self, decoupled: bool = False) -> Any:
+        """Start the request on the reactor and await its response on the model's event loop; `decoupled=True`:
+        await all of the decoupled model's responses (a list, iterated as Triton's)."""
+        if decoupled:  # the responses are awaited on a helper thread, not on the model's event loop
+            caller = _caller()
+            return await asyncio.get_running_loop().run_in_executor(
+                None, lambda: list(self._responses_of_stream(caller)))
         from twisted.internet.defer import maybeDeferred
 
         caller = _caller()
@@ -296,6 +323,13 @@ class InferenceRequest:
 
 def _response_of(result: Any) -> InferenceResponse:
     return InferenceResponse([Tensor(name, array) for name, array in result.outputs.items()])
+
+
+def _response_of_item(item: Any) -> InferenceResponse:
+    """One response of a decoupled model (a StreamItem) as a BLS caller sees it."""
+    if item.error is not None:
+        return _error_response(item.error)
+    return InferenceResponse([Tensor(name, array) for name, array in (item.outputs or {}).items()])
 
 
 def _error_response(exc: BaseException) -> InferenceResponse:
