@@ -32,6 +32,7 @@ output [
 
 # Like Triton's repeat example: one response per element, sent from a thread the model starts, then the final flag.
 REPEAT_MODEL = '''
+import json
 import threading
 
 import numpy as np
@@ -40,6 +41,8 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def initialize(self, args):
+        if not pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"])):
+            raise pb_utils.TritonModelException("this model must be decoupled")  # as Triton's examples check
         self.threads = []
 
     def execute(self, requests):

@@ -351,6 +351,11 @@ def get_output_tensor_by_name(inference_response: InferenceResponse, name: str) 
     return next((t for t in inference_response.output_tensors() if t.name() == name), None)
 
 
+def using_decoupled_model_transaction_policy(model_config: dict[str, Any]) -> bool:
+    """Is this (JSON-parsed) model config decoupled? Triton's examples check it in initialize."""
+    return bool((model_config.get("model_transaction_policy") or {}).get("decoupled", False))
+
+
 def get_input_config_by_name(model_config: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((c for c in model_config.get("input", []) if c.get("name") == name), None)
 
@@ -410,5 +415,5 @@ __all__ = [
     "ResponseSender", "TRITONSERVER_RESPONSE_COMPLETE_FINAL", "Tensor", "TritonError", "TritonModelException", "bound_caller", "deserialize_bytes_tensor",
     "get_input_config_by_name", "get_input_tensor_by_name", "get_output_config_by_name",
     "get_output_tensor_by_name", "numpy_to_triton_type", "serialize_byte_tensor", "triton_string_to_numpy",
-    "triton_to_numpy_type",
+    "triton_to_numpy_type", "using_decoupled_model_transaction_policy",
 ]
