@@ -17,7 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 from twisted.internet.defer import Deferred
 
 from twinfer.gpu_metrics import GPU_METRICS, gpu_collector
-from twinfer.inference.custom_metrics import CustomMetricsCollector
+from twinfer.inference.custom_metrics import CustomMetricsCollector, bare_counter_names
 from twinfer.inference.facade import InferenceFacade
 from twinfer.server.worker_peers import WorkerPeers, metric_families_json
 from twinfer.streaming.manager import StreamManager
@@ -153,9 +153,22 @@ def build_registry(facade: InferenceFacade, gauges: dict[str, Callable[[], float
     return registry
 
 
+def render(collector: Any) -> bytes:
+    """Prometheus text format. prometheus_client's writer names every counter family `<name>_total` in its HELP
+    and TYPE lines; the python models' counters keep their bare names, as Triton exports them (their samples
+    already have them), so those two lines are put back for each."""
+    body = generate_latest(collector)
+    for name in bare_counter_names():
+        body = body.replace(f"\n# HELP {name}_total ".encode(), f"\n# HELP {name} ".encode(), 1).replace(
+            f"\n# TYPE {name}_total counter\n".encode(), f"\n# TYPE {name} counter\n".encode(), 1)
+        if body.startswith(f"# HELP {name}_total ".encode()):
+            body = f"# HELP {name} ".encode() + body[len(f"# HELP {name}_total "):]
+    return body
+
+
 def exposition(registry: CollectorRegistry) -> Callable[[], tuple[bytes, bytes]]:
     """A function rendering the registry in Prometheus text format: (body, content type)."""
-    return lambda: (generate_latest(registry), CONTENT_TYPE_LATEST.encode())
+    return lambda: (render(registry), CONTENT_TYPE_LATEST.encode())
 
 
 class _Families:
@@ -192,4 +205,4 @@ class GroupExposition:
                     continue  # cannot happen between workers of one version; never mix types in one family
                 for sample_name, labels, value in samples:
                     family.add_sample(sample_name, {**labels, "worker": worker}, float(value))
-        return generate_latest(_Families(list(families.values()))), CONTENT_TYPE_LATEST.encode()
+        return render(_Families(list(families.values()))), CONTENT_TYPE_LATEST.encode()

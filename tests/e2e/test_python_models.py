@@ -326,8 +326,9 @@ def test_custom_metrics_of_a_python_model_are_on_metrics(served):
     with urllib.request.urlopen(f"http://{server.http}/metrics", timeout=10) as response:
         text = response.read().decode()
     labels = 'model="counted",version="1"'
-    assert "# TYPE counted_requests_total counter" in text
-    assert f"counted_requests_total{{{labels}}} 3.0" in text
+    # a counter keeps the name the model gave it, as Triton exports it (its custom_metrics example checks these)
+    assert "# HELP counted_requests requests seen\n# TYPE counted_requests counter\n" in text
+    assert f"counted_requests{{{labels}}} 3.0" in text and "counted_requests_total" not in text
     assert f"counted_last_value{{{labels}}} 50.0" in text
     assert f'counted_x_bucket{{le="1.0",{labels}}} 1.0' in text
     assert f'counted_x_bucket{{le="10.0",{labels}}} 2.0' in text

@@ -405,6 +405,28 @@ def test_metric_families_follow_tritons_rules():
         pb_utils.MetricFamily("twinfer_fake", "d", pb_utils.MetricFamily.GAUGE)
 
 
+def test_custom_counters_keep_their_bare_names_and_the_servers_keep_total():
+    from prometheus_client import CollectorRegistry, Counter
+
+    from twinfer.backends import triton_utils as pb_utils
+    from twinfer.inference.custom_metrics import CustomMetricsCollector
+    from twinfer.metrics import render
+
+    pb_utils.MetricFamily("unit_latency_ns", "time spent", pb_utils.MetricFamily.COUNTER).Metric(
+        labels={"model": "m"}).increment(7)
+    pb_utils.MetricFamily("unit_seen_total", "named the Prometheus way", pb_utils.MetricFamily.COUNTER).Metric(
+        labels={}).increment(1)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CustomMetricsCollector())
+    Counter("twinfer_unit_things", "the server's own", registry=registry).inc()
+    text = render(registry).decode()
+    assert ('# HELP unit_latency_ns time spent\n# TYPE unit_latency_ns counter\nunit_latency_ns{model="m"} 7.0\n'
+            in text)  # as Triton exports a custom counter
+    assert "unit_latency_ns_total" not in text
+    assert "# TYPE unit_seen_total counter\nunit_seen_total 1.0\n" in text
+    assert "# TYPE twinfer_unit_things_total counter\ntwinfer_unit_things_total 1.0\n" in text
+
+
 def models_with_helpers(tmp_path, model: str):
     """Python models `a` and `b`, both this model.py, each beside its own helpers.py (FACTOR = 2 and 3), loaded."""
     for name, factor in (("a", 2), ("b", 3)):

@@ -2,8 +2,10 @@
 
 Models update them from their instance threads, so every metric has its own lock; /metrics reads them at scrape
 time through `CustomMetricsCollector`. Families are process-wide and keyed by name, as in Triton: two models that
-create the same family (same kind) share it, and a metric with the same labels is the same metric. A counter's
-samples end in `_total` (Prometheus' convention; Triton exports the bare name).
+create the same family (same kind) share it, and a metric with the same labels is the same metric. A counter is
+exported under the name the model gave it, as Triton does (`requests_process_latency_ns`, not `..._total`), so the
+dashboards and clients written for Triton find it; `bare_counter_names` lists them for the exposition, which has to
+undo prometheus_client's renaming (twinfer.metrics.render).
 """
 
 from __future__ import annotations
@@ -61,9 +63,7 @@ class CustomMetric:
     def samples(self) -> list[tuple[str, dict[str, str], float]]:
         name = self.family.name
         with self._lock:
-            if self.family.kind == COUNTER:  # Prometheus' convention, which prometheus_client's exposition enforces
-                return [(name if name.endswith("_total") else f"{name}_total", self.labels, self._value)]
-            if self.family.kind == GAUGE:
+            if self.family.kind in (COUNTER, GAUGE):
                 return [(name, self.labels, self._value)]
             out = [(f"{name}_bucket", {**self.labels, "le": repr(b) if math.isfinite(b) else "+Inf"}, float(c))
                    for b, c in zip(self._buckets, self._counts)]
@@ -122,6 +122,12 @@ def family(name: str, description: str, kind: str) -> CustomMetricFamily:
         return existing
 
 
+def bare_counter_names() -> set[str]:
+    """The counter families whose name does not end in `_total` (exported bare, as in Triton)."""
+    with _families_lock:
+        return {f.name for f in _families.values() if f.kind == COUNTER and not f.name.endswith("_total")}
+
+
 class CustomMetricsCollector:
     """prometheus_client collector over every family the python models created."""
 
@@ -129,7 +135,9 @@ class CustomMetricsCollector:
         with _families_lock:
             families = list(_families.values())
         for fam in families:
-            out = PrometheusMetric(fam.name, fam.description, fam.kind)
+            # prometheus_client writes a counter family as `<name>_total`: give it the name without that suffix
+            bare = fam.kind == COUNTER and fam.name.endswith("_total")
+            out = PrometheusMetric(fam.name[:-len("_total")] if bare else fam.name, fam.description, fam.kind)
             for metric in fam.metrics():
                 for sample_name, labels, value in metric.samples():
                     out.add_sample(sample_name, labels, value)
