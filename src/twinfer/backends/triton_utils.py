@@ -232,6 +232,12 @@ class InferenceRequest:
         """True once the client of a decoupled model's request has gone (its sends would fail)."""
         return self._sender is not None and self._sender.is_cancelled()
 
+    def set_release_flags(self, flags: int) -> None:
+        """Triton's request rescheduling (iterative sequence batching) is not supported; releasing normally is."""
+        if flags & TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
+            raise TritonModelException("request rescheduling (TRITONSERVER_REQUEST_RELEASE_RESCHEDULE) needs "
+                                       "iterative sequence batching, which twinfer does not support")
+
     def get_response_sender(self) -> Any:
         """A decoupled model's sender for this request's responses (`send(response, flags)`)."""
         if self._sender is None:
@@ -408,6 +414,75 @@ class Logger:
 
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
+TRITONSERVER_REQUEST_RELEASE_ALL = 1
+TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
+TRITONSERVER_MEMORY_CPU = 0
+TRITONSERVER_MEMORY_CPU_PINNED = 1
+TRITONSERVER_MEMORY_GPU = 2
+
+
+class PreferredMemory:
+    """Where a BLS call would like its outputs (Triton's): accepted; every tensor here is in CPU memory."""
+
+    def __init__(self, preferred_memory_type: int = TRITONSERVER_MEMORY_CPU, preferred_device_id: int = 0) -> None:
+        self.preferred_memory_type = preferred_memory_type
+        self.preferred_device_id = preferred_device_id
+
+
+# --- model management from a model (Triton's explicit model control, in process) --------------------------------
+
+def _manage(action: str, *args: Any) -> Any:
+    from twisted.internet.threads import blockingCallFromThread
+    from twisted.python.threadable import isInIOThread
+
+    caller = _caller()
+    if caller.models is None:
+        raise TritonModelException(f"{action}: no twinfer server is bound to this thread")
+    if isInIOThread():
+        raise TritonModelException(f"{action} on the reactor thread would deadlock")
+    return blockingCallFromThread(caller.reactor, getattr(caller.models, action), *args)
+
+
+def load_model(model_name: str, config: str = "", files: dict[str, bytes] | None = None) -> None:
+    """Load (or reload) a model of the repository from its directory, and wait until it serves or fails."""
+    if config or files:
+        raise TritonModelException("load_model with a config or files override is not supported by twinfer: put "
+                                   "the model's files in the repository and call load_model(name)")
+    try:
+        _manage("load", model_name)
+    except TritonModelException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Triton raises TritonModelException with the reason
+        raise TritonModelException(f"failed to load {model_name!r}: {getattr(exc, 'message', exc)}") from None
+
+
+def unload_model(model_name: str, unload_dependents: bool = False) -> None:
+    """Unload a model (its requests in flight finish first)."""
+    try:
+        _manage("unload", model_name)
+    except TritonModelException:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise TritonModelException(f"failed to unload {model_name!r}: {getattr(exc, 'message', exc)}") from None
+
+
+def is_model_ready(model_name: str, model_version: str = "") -> bool:
+    """Is that model (that version, or its newest) serving?"""
+    from twinfer.errors import ModelNotFound, ModelNotReady
+
+    def ready(models: Any) -> bool:
+        try:
+            models.resolve(model_name, model_version or None)
+        except (ModelNotFound, ModelNotReady):
+            return False
+        return True
+
+    caller = _caller()
+    if caller.models is None:
+        raise TritonModelException("is_model_ready: no twinfer server is bound to this thread")
+    from twisted.internet.threads import blockingCallFromThread
+
+    return bool(blockingCallFromThread(caller.reactor, ready, caller.models))
 
 
 __all__ = [
@@ -415,5 +490,6 @@ __all__ = [
     "ResponseSender", "TRITONSERVER_RESPONSE_COMPLETE_FINAL", "Tensor", "TritonError", "TritonModelException", "bound_caller", "deserialize_bytes_tensor",
     "get_input_config_by_name", "get_input_tensor_by_name", "get_output_config_by_name",
     "get_output_tensor_by_name", "numpy_to_triton_type", "serialize_byte_tensor", "triton_string_to_numpy",
-    "triton_to_numpy_type", "using_decoupled_model_transaction_policy",
+    "triton_to_numpy_type", "using_decoupled_model_transaction_policy", "PreferredMemory", "load_model",
+    "unload_model", "is_model_ready",
 ]

@@ -24,3 +24,4 @@ class ModelCaller:
 
     reactor: Any
     infer: Callable[[InferenceRequest], Deferred[InferenceResult]]
+    models: Any = None  # the facade: load / unload / resolve (pb_utils.load_model, unload_model, is_model_ready)

@@ -182,10 +182,10 @@ class ModelRepository:
         """The reactor this repository schedules on (the facade's, the front-ends')."""
         return self._clock
 
-    def attach_caller(self, infer: Callable) -> None:
+    def attach_caller(self, infer: Callable, models: object = None) -> None:
         """Let the backends loaded from now on (python models, ensembles) call models through `infer` (the
-        facade's), on this repository's reactor."""
-        self._options = replace(self._options, caller=ModelCaller(self._clock, infer))
+        facade's), on this repository's reactor, and manage them through `models` (the facade)."""
+        self._options = replace(self._options, caller=ModelCaller(self._clock, infer, models))
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,78 @@
+"""A python model managing the repository the way Triton's python backend lets it (pb_utils.load_model,
+unload_model, is_model_ready), plus the other names Triton's own QA models use (PreferredMemory on a BLS call,
+set_release_flags), on a real server called with tritonclient."""
+
+from __future__ import annotations
+
+import numpy as np
+import tritonclient.http as httpclient
+
+from tests.e2e.conftest import start_server
+from tests.support import make_repository
+
+MANAGER_CONFIG = """
+name: "manager"
+backend: "python"
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1, 16 ] } ]
+output [ { name: "STATES" data_type: TYPE_INT32 dims: [ 8 ] }, { name: "Y" data_type: TYPE_FP32 dims: [ 1, 16 ] } ]
+"""
+
+MANAGER_MODEL = '''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def raises(call, *words):
+    try:
+        call()
+    except pb_utils.TritonModelException as exc:
+        return int(all(word in exc.message() for word in words))
+    return 0
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X")
+            states = [pb_utils.is_model_ready("tiny")]
+            pb_utils.unload_model("tiny")
+            states.append(pb_utils.is_model_ready("tiny"))
+            pb_utils.load_model(model_name="tiny")
+            states += [pb_utils.is_model_ready("tiny", "1"), pb_utils.is_model_ready("tiny", "7"),
+                       pb_utils.is_model_ready("nope")]
+            states.append(raises(lambda: pb_utils.load_model("nope"), "nope"))
+            states.append(raises(lambda: pb_utils.load_model("tiny", config="{}"), "not supported"))
+            states.append(raises(lambda: request.set_release_flags(pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE),
+                                 "rescheduling"))
+            request.set_release_flags(pb_utils.TRITONSERVER_REQUEST_RELEASE_ALL)  # the normal release: fine
+            bls = pb_utils.InferenceRequest(
+                model_name="tiny", inputs=[pb_utils.Tensor("INPUT0", x.as_numpy())], requested_output_names=["OUTPUT0"],
+                preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)).exec()
+            if bls.has_error():
+                raise pb_utils.TritonModelException(bls.error().message())
+            y = pb_utils.get_output_tensor_by_name(bls, "OUTPUT0").as_numpy()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("STATES", np.array(states, np.int32)),
+                                                         pb_utils.Tensor("Y", y)]))
+        return responses
+'''
+
+
+def test_a_python_model_unloads_loads_and_checks_models(tmp_path):
+    repo = make_repository(tmp_path / "repo")
+    (repo / "manager" / "1").mkdir(parents=True)
+    (repo / "manager" / "config.pbtxt").write_text(MANAGER_CONFIG)
+    (repo / "manager" / "1" / "model.py").write_text(MANAGER_MODEL)
+    server = start_server(tmp_path, repo, "--insecure-dev")
+    try:
+        http = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        x = np.arange(16, dtype=np.float32).reshape(1, 16)
+        tensor = httpclient.InferInput("X", [1, 16], "FP32")
+        tensor.set_data_from_numpy(x)
+        result = http.infer("manager", [tensor])
+        # ready, unloaded, loaded again (v1), no v7, no such model, load errors typed, rescheduling refused by name
+        assert result.as_numpy("STATES").tolist() == [1, 0, 1, 0, 0, 1, 1, 1]
+        assert result.as_numpy("Y").shape == (1, 16)  # the BLS call with preferred_memory reached the reloaded tiny
+        assert http.is_model_ready("tiny")
+    finally:
+        assert server.stop() == 0
