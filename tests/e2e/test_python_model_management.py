@@ -76,3 +76,51 @@ def test_a_python_model_unloads_loads_and_checks_models(tmp_path):
         assert http.is_model_ready("tiny")
     finally:
         assert server.stop() == 0
+
+
+CLOCK_CONFIG = """
+name: "clock"
+backend: "python"
+output [ { name: "TICKS" data_type: TYPE_INT64 dims: [ 1 ] } ]
+"""
+
+# No inputs at all, as Triton allows (its QA's BLS test-runner models have none): each call counts one more tick.
+CLOCK_MODEL = '''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.ticks = 0
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            assert request.inputs() == []
+            self.ticks += 1
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("TICKS", np.array([self.ticks], np.int64))]))
+        return responses
+'''
+
+
+def test_a_model_without_inputs_is_served_on_every_transport(tmp_path):
+    import tritonclient.grpc as grpcclient
+
+    from twinfer.client import Client
+
+    repo = tmp_path / "repo"
+    (repo / "clock" / "1").mkdir(parents=True)
+    (repo / "clock" / "config.pbtxt").write_text(CLOCK_CONFIG)
+    (repo / "clock" / "1" / "model.py").write_text(CLOCK_MODEL)
+    server = start_server(tmp_path, repo, "--insecure-dev")
+    try:
+        http = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        assert http.infer("clock", []).as_numpy("TICKS").tolist() == [1]
+        assert grpc.infer("clock", []).as_numpy("TICKS").tolist() == [2]
+        with Client("127.0.0.1", server.ports["tcp"]) as client:
+            assert client.infer("clock", {})["TICKS"].tolist() == [3]
+        assert http.get_model_metadata("clock")["inputs"] == []
+    finally:
+        assert server.stop() == 0

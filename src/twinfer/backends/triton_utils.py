@@ -381,6 +381,7 @@ class Logger:
     """Triton's model logger, writing to the server's log (twisted.logger, namespace `python_model`)."""
 
     _log = _TwistedLogger(namespace="python_model")
+    INFO, WARNING, ERROR, VERBOSE = LogLevel.INFO, LogLevel.WARNING, LogLevel.ERROR, LogLevel.VERBOSE  # Logger.INFO
 
     @classmethod
     def log(cls, message: str, level: LogLevel = LogLevel.INFO) -> None:

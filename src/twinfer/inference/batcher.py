@@ -110,8 +110,10 @@ class DynamicBatcher:
             raise Unavailable("model version is unloading")
         if len(self._queue) >= self._max_queue:
             raise Overloaded(f"queue full ({self._max_queue} requests waiting); retry later")
-        first = next(iter(inputs.values()))
-        if self._batching:
+        first = next(iter(inputs.values()), None)
+        if first is None:  # a model without inputs: each request is one row
+            rows, key = 1, None
+        elif self._batching:
             rows = first.shape[0]
             key = None if self._execute_requests else tuple((name, a.shape[1:]) for name, a in inputs.items())
         else:

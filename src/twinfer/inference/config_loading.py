@@ -321,6 +321,8 @@ class _Layers:
 
     def finish(self) -> ModelConfig:
         """Fill in the dims left to the model file, then validate the whole."""
+        if "outputs" in self.config and "inputs" not in self.config and self.config.get("backend") == "python":
+            self.config["inputs"] = []  # a python model whose config lists no input takes none, as in Triton
         if not all(kind in self.config for kind in _TENSOR_KINDS):
             if self.sig is None and self.last and not self.last.endswith((".yaml", ".pbtxt")):
                 raise ConfigError(f"{self.last}: this model file does not declare its tensors (TorchScript, "

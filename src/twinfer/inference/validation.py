@@ -41,7 +41,7 @@ def validate_inputs(config: ModelConfig, inputs: dict[str, np.ndarray]) -> dict[
                 raise InvalidInput(f"inputs disagree on batch size: {batch} and {rows} ({spec.name!r})")
             batch = rows
         ordered[spec.name] = array
-    if not ordered:
+    if not ordered and config.inputs:  # every input optional and none sent
         raise InvalidInput(f"model {config.name!r}: a request needs at least one input")
     return ordered
 

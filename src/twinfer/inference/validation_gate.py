@@ -52,7 +52,7 @@ def validate(config: ModelConfig, backend: Backend, model_dir: Path) -> Validati
     checked = list(gate.outputs) or [t.name for t in config.outputs if t.name in data]
     if not checked:
         raise ModelLoadError(f"model {config.name!r}: validation set {path} holds no expected output")
-    samples = len(next(iter(inputs.values())))
+    samples = len(next(iter(inputs.values()))) if inputs else 1  # a model without inputs: one sample
     got: dict[str, list[np.ndarray]] = {name: [] for name in checked}
     step = gate.batch_size if config.batching else 1
     for start in range(0, samples, step):
