@@ -104,6 +104,12 @@ class TritonPythonModel:
 '''
 
 
+def _any_ready(tmp_path):
+    path = tmp_path / "settings.yaml"
+    path.write_text("readiness: any\n")  # one broken model must not hold the server's readiness
+    return path
+
+
 def test_a_model_without_inputs_is_served_on_every_transport(tmp_path):
     import tritonclient.grpc as grpcclient
 
@@ -113,7 +119,13 @@ def test_a_model_without_inputs_is_served_on_every_transport(tmp_path):
     (repo / "clock" / "1").mkdir(parents=True)
     (repo / "clock" / "config.pbtxt").write_text(CLOCK_CONFIG)
     (repo / "clock" / "1" / "model.py").write_text(CLOCK_MODEL)
-    server = start_server(tmp_path, repo, "--insecure-dev")
+    # and a model whose initialize runs unittest.main(), which calls sys.exit(): before, the server's start-up died
+    (repo / "quitter" / "1").mkdir(parents=True)
+    (repo / "quitter" / "config.pbtxt").write_text(CLOCK_CONFIG.replace('"clock"', '"quitter"'))
+    (repo / "quitter" / "1" / "model.py").write_text(
+        "import unittest\n\nclass TritonPythonModel:\n    def initialize(self, args):\n"
+        "        unittest.main(argv=['x', '--no-such-flag'])\n\n    def execute(self, requests):\n        return []\n")
+    server = start_server(tmp_path, repo, "--insecure-dev", "--config", str(_any_ready(tmp_path)))
     try:
         http = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
         grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
@@ -122,5 +134,8 @@ def test_a_model_without_inputs_is_served_on_every_transport(tmp_path):
         with Client("127.0.0.1", server.ports["tcp"]) as client:
             assert client.infer("clock", {})["TICKS"].tolist() == [3]
         assert http.get_model_metadata("clock")["inputs"] == []
+        assert not http.is_model_ready("quitter")
+        reasons = [m.get("reason", "") for m in http.get_model_repository_index() if m["name"] == "quitter"]
+        assert reasons and all("initialize failed: SystemExit: 2" in r for r in reasons), reasons
     finally:
         assert server.stop() == 0

@@ -770,3 +770,57 @@ def test_loading_a_model_never_changes_sys_path(tmp_path):
     assert backend._instances[0].path == before and backend._instances[0].late == 7
     assert "helpers" not in sys.modules and "late_helper" not in sys.modules
     backend.close()
+
+
+def test_the_logger_has_tritons_level_names():
+    from twinfer.backends import triton_utils as pb_utils
+
+    logger = pb_utils.Logger
+    assert logger.INFO == pb_utils.LogLevel.INFO and logger.VERBOSE == pb_utils.LogLevel.VERBOSE
+    logger.log("a message at a level named the way Triton's QA model names it", logger.WARNING)
+
+
+@pytest.mark.parametrize("where", ["import", "initialize", "auto_complete_config", "execute", "finalize"])
+def test_a_model_calling_sys_exit_fails_that_model_only(tmp_path, where):
+    """SystemExit is not an Exception: unittest.main() in a model's initialize (as Triton's QA models do) stopped the
+    whole server's start-up."""
+    exits = {w: "sys.exit(2)" if w == where else "pass" for w in ("import", "initialize", "auto_complete_config",
+                                                                    "execute", "finalize")}
+    model = f'''
+    import sys
+
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+    {exits["import"]}
+
+    class TritonPythonModel:
+        @staticmethod
+        def auto_complete_config(config):
+            {exits["auto_complete_config"]}
+            return config
+
+        def initialize(self, args):
+            {exits["initialize"]}
+
+        def execute(self, requests):
+            {exits["execute"]}
+            return [pb_utils.InferenceResponse([pb_utils.Tensor("y", np.ones((1, 1), np.float32))]) for _ in requests]
+
+        def finalize(self):
+            {exits["finalize"]}
+    '''
+    write_python_model(tmp_path, "m", model, ECHO_CONFIG)
+    if where in ("import", "auto_complete_config"):
+        with pytest.raises((ModelLoadError, ConfigError), match="SystemExit: 2"):
+            load(tmp_path, "m")
+        return
+    if where == "initialize":
+        with pytest.raises(ModelLoadError, match="initialize failed: SystemExit: 2"):
+            load(tmp_path, "m")
+        return
+    _, backend = load(tmp_path, "m")
+    (result,) = backend.run_requests([({"x": np.ones((1, 1), np.float32)}, ["y"])])
+    if where == "execute":
+        assert isinstance(result, InferenceFailed) and "execute raised SystemExit: 2" in result.message
+    backend.close()  # finalize's sys.exit is logged, not raised

@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 
 from twinfer.backends import triton_utils as pb_utils
 from twinfer.backends.base import BackendOptions
-from twinfer.backends.python_import import forget_model_module, helpers_of, import_model_file
+from twinfer.backends.python_import import MODEL_CODE_ERRORS, forget_model_module, helpers_of, import_model_file
 from twinfer.errors import InferenceFailed, InvalidInput, ModelLoadError, TwinferError, Unavailable
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.placement import GpuInventory, place_instances
@@ -126,7 +126,7 @@ class PythonBackend:
                                                 "model_instance_device_id": str(device.index)}))
                 self._instances.append(instance)  # finalize is owed only to instances that initialized
                 self._idle.put(instance)
-        except Exception as exc:
+        except MODEL_CODE_ERRORS as exc:
             self.close()
             raise ModelLoadError(f"model {config.name!r}: initialize failed: {type(exc).__name__}: {exc}") \
                 from exc
@@ -154,7 +154,7 @@ class PythonBackend:
                     responses = self._await(instance.execute(wrapped))
             except pb_utils.TritonModelException as exc:
                 return self._all_failed(requests, f"model {self.name!r}: {exc.message()}")
-            except Exception as exc:  # noqa: BLE001 - user code: fail this call's requests, keep serving
+            except MODEL_CODE_ERRORS as exc:  # noqa: BLE001 - user code: fail this call's requests, keep serving
                 self._log_first(exc)
                 return self._all_failed(requests, f"model {self.name!r}: execute raised {type(exc).__name__}: {exc}")
         finally:
@@ -193,7 +193,7 @@ class PythonBackend:
                 returned = self._await(instance.execute(wrapped))
         except pb_utils.TritonModelException as exc:
             return self._end_streams(streams, f"model {self.name!r}: {exc.message()}")
-        except Exception as exc:  # noqa: BLE001 - user code: end this call's streams, keep serving
+        except MODEL_CODE_ERRORS as exc:  # noqa: BLE001 - user code: end this call's streams, keep serving
             self._log_first(exc)
             return self._end_streams(streams, f"model {self.name!r}: execute raised {type(exc).__name__}: {exc}")
         finally:
@@ -278,7 +278,7 @@ class PythonBackend:
                 try:
                     with pb_utils.bound_caller(self._caller):
                         self._await(finalize())
-                except Exception as exc:  # noqa: BLE001
+                except MODEL_CODE_ERRORS as exc:  # noqa: BLE001
                     pb_utils.Logger.log_error(f"model {self.name!r}: finalize raised {type(exc).__name__}: {exc}")
         self._instances = []
         loop = getattr(self._loops, "loop", None)

@@ -73,6 +73,12 @@ def helpers_of(directory: Path, keep_prefix: str = "") -> Iterator[None]:
                     sys.modules.pop(name, None)
 
 
+# What a model's own code may raise: any Exception, and also SystemExit / KeyboardInterrupt, which are not
+# Exceptions. A model.py that calls sys.exit() (unittest.main() does, when its argv is not a test runner's) must fail
+# that model, not stop the server: caught from its import, auto_complete_config, initialize, execute and finalize.
+MODEL_CODE_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+
+
 def import_model_file(model_name: str, model_file: Path) -> ModuleType:
     """model.py as a fresh module of its own package (see the module docstring); ModelLoadError if it fails."""
     tag = re.sub(r"\W", "_", f"{model_name}_v{model_file.parent.name}")
@@ -90,7 +96,7 @@ def import_model_file(model_name: str, model_file: Path) -> ModuleType:
     try:
         with helpers_of(model_file.parent, package_name):
             spec.loader.exec_module(module)
-    except Exception as exc:
+    except MODEL_CODE_ERRORS as exc:
         forget_model_module(module)
         raise ModelLoadError(f"model {model_name!r}: importing {model_file} failed: {type(exc).__name__}: "
                              f"{exc}") from exc

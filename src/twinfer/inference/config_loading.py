@@ -398,13 +398,14 @@ def load_model_config(model_dir: Path, sample_model_file: Path | None) -> ModelC
 def _auto_complete_python(layers: _Layers, model_file: Path) -> None:
     """A python model's `auto_complete_config` (Triton's hook) fills in what the config files leave out."""
     from twinfer.backends.python import auto_complete
+    from twinfer.backends.python_import import MODEL_CODE_ERRORS
 
     partial = dict(layers.config)
     try:
         completed = auto_complete(partial, model_file)
     except ModelLoadError as exc:
         raise ConfigError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - the model's own code
+    except MODEL_CODE_ERRORS as exc:  # noqa: BLE001 - the model's own code (sys.exit() included)
         raise ConfigError(f"{model_file}: auto_complete_config: {type(exc).__name__}: {exc}") from None
     if completed is not partial:
         layers.config = completed
