@@ -37,10 +37,12 @@ from twinfer.errors import InferenceFailed, InvalidInput, ModelLoadError, Twinfe
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.placement import GpuInventory, place_instances
 from twinfer.inference.response_stream import ResponseStream, StreamItem
+from twinfer.inference.types import Outputs
 
 _log = Logger()
-# (inputs, wanted outputs), and for a decoupled model the request's ResponseStream third
-Request = tuple[dict[str, np.ndarray], list[str]] | tuple[dict[str, np.ndarray], list[str], ResponseStream]
+# (inputs, wanted outputs), or (inputs, wanted outputs, a decoupled model's ResponseStream or None, the client's
+# parameters or None)
+Request = tuple[Any, ...]
 
 
 def triton_model_config(config: ModelConfig) -> dict[str, Any]:
@@ -146,9 +148,7 @@ class PythonBackend:
             return self._run_decoupled(requests)
         instance = self._idle.get()  # the batcher runs at most instance_count batches, so one is always idle
         try:
-            wrapped = [pb_utils.InferenceRequest(
-                model_name=self.name, requested_output_names=outputs,
-                inputs=[pb_utils.Tensor._of_request(n, a) for n, a in inputs.items()]) for inputs, outputs in requests]
+            wrapped = [self._wrapped(request) for request in requests]
             try:
                 with pb_utils.bound_caller(self._caller):
                     responses = self._await(instance.execute(wrapped))
@@ -164,7 +164,7 @@ class PythonBackend:
             return self._all_failed(requests, f"model {self.name!r}: execute returned {count} responses for "
                                               f"{len(requests)} requests")
         results: list[dict[str, np.ndarray] | Exception] = []
-        for response, (_, outputs) in zip(responses, requests):
+        for response, (_, outputs, *_) in zip(responses, requests):
             try:
                 results.append(self._outputs_of(response, outputs))
             except Exception as exc:  # noqa: BLE001 - a malformed response (not Tensors...) fails its request only
@@ -177,16 +177,14 @@ class PythonBackend:
         and after the call. The batcher's results are empty: the streams carry everything."""
         streams: list[ResponseStream] = []
         wrapped = []
-        for inputs, outputs, *rest in requests:
-            if not rest:
+        for request in requests:
+            stream = request[2] if len(request) > 2 else None
+            if stream is None:
                 raise InvalidInput(f"model {self.name!r} is decoupled: it answers on a response stream only")
-            stream = rest[0]
             streams.append(stream)
-            request = pb_utils.InferenceRequest(
-                model_name=self.name, requested_output_names=outputs,
-                inputs=[pb_utils.Tensor._of_request(n, a) for n, a in inputs.items()])
-            request._sender = pb_utils.ResponseSender(stream, self._item_converter(outputs))
-            wrapped.append(request)
+            one = self._wrapped(request)
+            one._sender = pb_utils.ResponseSender(stream, self._item_converter(request[1]))
+            wrapped.append(one)
         instance = self._idle.get()
         try:
             with pb_utils.bound_caller(self._caller):
@@ -202,6 +200,14 @@ class PythonBackend:
             return self._end_streams(streams, f"model {self.name!r} is decoupled: execute must return None and "
                                               "send its responses with request.get_response_sender()")
         return [{} for _ in requests]
+
+    def _wrapped(self, request: Request) -> Any:
+        """One queued request as `execute` sees it: pb_utils.InferenceRequest, with the client's parameters."""
+        inputs, outputs = request[0], request[1]
+        parameters = request[3] if len(request) > 3 else None
+        return pb_utils.InferenceRequest(
+            model_name=self.name, requested_output_names=outputs, parameters=parameters or {},
+            inputs=[pb_utils.Tensor._of_request(n, a) for n, a in inputs.items()])
 
     def _end_streams(self, streams: list[ResponseStream], message: str) -> list[dict[str, np.ndarray] | Exception]:
         for stream in streams:
@@ -220,7 +226,8 @@ class PythonBackend:
             if isinstance(outcome, TwinferError):
                 return StreamItem(error=outcome, final=final)
             produced = {t.name(): t.as_numpy() for t in response.output_tensors()}
-            return StreamItem(outputs={n: a for n, a in produced.items() if not wanted or n in wanted}, final=final)
+            return StreamItem(outputs={n: a for n, a in produced.items() if not wanted or n in wanted}, final=final,
+                              parameters=response._parameters or None)
 
         return convert
 
@@ -258,7 +265,7 @@ class PythonBackend:
         if missing:
             return InferenceFailed(f"model {self.name!r} returned no output {missing[0]!r} "
                                    f"(it returned {', '.join(produced) or 'none'})")
-        return {name: produced[name] for name in wanted}
+        return Outputs({name: produced[name] for name in wanted}, response._parameters or None)
 
     def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """One request alone (the validation gate, `twinfer validate`)."""

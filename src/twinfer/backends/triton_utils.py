@@ -164,12 +164,29 @@ class Tensor:
         return f"Tensor({self._name!r}, shape={self.shape()}, dtype={self._array.dtype})"
 
 
+def _response_parameters(parameters: Any) -> dict[str, bool | int | str]:
+    """Triton's rules for a response's parameters: a dict of str keys to bool, int or str values."""
+    if parameters is None:
+        return {}
+    if isinstance(parameters, str):  # the JSON form `parameters()` returns
+        parameters = json.loads(parameters) if parameters else {}
+    if not isinstance(parameters, dict):
+        raise TritonModelException(f"Expect parameters to be a dictionary, got {type(parameters)}")
+    for key, value in parameters.items():
+        if not isinstance(key, str):
+            raise TritonModelException(f"Expect parameters keys to have type str, found type {type(key)}")
+        if not isinstance(value, (bool, int, str)):
+            raise TritonModelException(f"Expect parameters values to have type bool/int/str, found type "
+                                       f"{type(value)}")
+    return dict(parameters)
+
+
 class InferenceResponse:
     def __init__(self, output_tensors: list[Tensor] | None = None, error: TritonError | None = None,
                  parameters: Any = None) -> None:
         self._outputs = list(output_tensors or [])
         self._error = error
-        self._parameters = parameters
+        self._parameters = _response_parameters(parameters)
 
     def output_tensors(self) -> list[Tensor]:
         return self._outputs
@@ -181,7 +198,7 @@ class InferenceResponse:
         return self._error
 
     def parameters(self) -> str:
-        return json.dumps(self._parameters or {})
+        return json.dumps(self._parameters)
 
 
 class InferenceRequest:
@@ -254,7 +271,20 @@ class InferenceRequest:
             version=str(self.model_version) if self.model_version and self.model_version > 0 else None,
             outputs=self._requested or None,
             timeout_ms=max(1, self._timeout_us // 1000) if self._timeout_us else None,
+            parameters=self._request_parameters(),
         )
+
+    def _request_parameters(self) -> dict | None:
+        """A BLS request's parameters (a dict or its JSON), for the called model."""
+        parameters = self._parameters
+        if isinstance(parameters, str):
+            try:
+                parameters = json.loads(parameters) if parameters else None
+            except ValueError:
+                raise TritonModelException("InferenceRequest parameters must be a dict or its JSON") from None
+        if parameters is not None and not isinstance(parameters, dict):
+            raise TritonModelException(f"Expect parameters to be a dictionary, got {type(parameters)}")
+        return parameters or None
 
     def exec(self, decoupled: bool = False) -> Any:
         """Run the request on its model and wait (on this instance thread) for the response; `decoupled=True`
@@ -328,14 +358,16 @@ class InferenceRequest:
 
 
 def _response_of(result: Any) -> InferenceResponse:
-    return InferenceResponse([Tensor(name, array) for name, array in result.outputs.items()])
+    return InferenceResponse([Tensor(name, array) for name, array in result.outputs.items()],
+                             parameters=getattr(result, "parameters", None))
 
 
 def _response_of_item(item: Any) -> InferenceResponse:
     """One response of a decoupled model (a StreamItem) as a BLS caller sees it."""
     if item.error is not None:
         return _error_response(item.error)
-    return InferenceResponse([Tensor(name, array) for name, array in (item.outputs or {}).items()])
+    return InferenceResponse([Tensor(name, array) for name, array in (item.outputs or {}).items()],
+                             parameters=item.parameters)
 
 
 def _error_response(exc: BaseException) -> InferenceResponse:

@@ -8,6 +8,7 @@ from tritonclient.grpc import service_pb2 as pb
 from twinfer.errors import InvalidInput
 from twinfer.inference.types import InferenceRequest, InferenceResult
 from twinfer.inference.limits import ElementBudget
+from twinfer.kserve.parameters import from_grpc, set_grpc
 from twinfer.kserve.tensor_codec import check_shape, from_json_data, from_raw, to_raw
 
 # Which typed `contents` field carries each datatype (KServe v2 gRPC).
@@ -52,6 +53,7 @@ def decode_request(request: pb.ModelInferRequest, budget: ElementBudget | None =
         version=request.model_version or None,
         outputs=[o.name for o in request.outputs] or None,
         timeout_ms=_timeout_ms(request),
+        parameters=from_grpc(request.parameters) if request.parameters else None,
     )
 
 
@@ -75,4 +77,6 @@ def encode_response(request_id: str, result: InferenceResult) -> pb.ModelInferRe
         datatype, raw = to_raw(array)
         response.outputs.add(name=name, datatype=datatype, shape=array.shape)
         response.raw_output_contents.append(raw)
+    if result.parameters:
+        set_grpc(response.parameters, result.parameters)
     return response

@@ -67,7 +67,8 @@ def stream_item_answer(request_id: str, result: InferenceResult, item: StreamIte
         response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=request_id)
         response.parameters[FINAL_RESPONSE].bool_param = True
         return pb.ModelStreamInferResponse(infer_response=response)
-    return stream_response(request_id, InferenceResult(result.model, result.version, item.outputs),
+    return stream_response(request_id, InferenceResult(result.model, result.version, item.outputs,
+                                                       parameters=item.parameters),
                            item.final if flag_final else None)
 
 

@@ -17,6 +17,7 @@ from twinfer.errors import InvalidInput
 from twinfer.inference.datatypes import from_numpy_dtype
 from twinfer.inference.limits import ElementBudget
 from twinfer.inference.types import InferenceRequest, InferenceResult
+from twinfer.kserve.parameters import from_json as model_parameters
 from twinfer.kserve.tensor_codec import check_shape, from_json_data, from_raw, to_json_data, to_raw
 
 # orjson writes these numpy dtypes itself (OPT_SERIALIZE_NUMPY), with no Python float objects in between.
@@ -95,6 +96,7 @@ def parse_infer(model: str, version: str | None, body: bytes, header_length: byt
         version=version,
         outputs=outputs,
         timeout_ms=max(1, int(timeout_us) // 1000) if isinstance(timeout_us, int) and timeout_us > 0 else None,
+        parameters=model_parameters(params),
     )
     request_id = header.get("id", "")
     return ParsedInfer(request, request_id if isinstance(request_id, str) else str(request_id), binary_outputs,
@@ -126,6 +128,8 @@ def encode_infer(parsed: ParsedInfer, result: InferenceResult) -> tuple[bytes, i
     document: dict[str, Any] = {"model_name": result.model, "model_version": result.version, "outputs": outputs}
     if parsed.request_id:
         document["id"] = parsed.request_id
+    if result.parameters:
+        document["parameters"] = result.parameters
     header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return header, None

@@ -38,13 +38,15 @@ RequestExecutor = Callable[[list[tuple[dict[str, np.ndarray], list[str]]]],
 
 
 class _Pending:
-    __slots__ = ("inputs", "outputs", "rows", "key", "deferred", "enqueued_at", "timeout_call", "done", "stream")
+    __slots__ = ("inputs", "outputs", "rows", "key", "deferred", "enqueued_at", "timeout_call", "done", "stream",
+                 "parameters")
 
     def __init__(self, inputs: dict[str, np.ndarray], outputs: list[str], rows: int, key: Any, now: float,
-                 stream: Any = None) -> None:
+                 stream: Any = None, parameters: dict | None = None) -> None:
         self.inputs = inputs
         self.outputs = outputs
         self.stream = stream  # a decoupled model's ResponseStream for this request
+        self.parameters = parameters  # the client's parameters, for backends that take requests one by one
         self.rows = rows
         self.key = key
         self.deferred: Deferred[Outputs] = Deferred()
@@ -102,10 +104,12 @@ class DynamicBatcher:
         return self._busy
 
     def submit(
-        self, inputs: dict[str, np.ndarray], outputs: list[str], timeout_s: float | None = None, stream: Any = None
+        self, inputs: dict[str, np.ndarray], outputs: list[str], timeout_s: float | None = None, stream: Any = None,
+        parameters: dict | None = None,
     ) -> Deferred[Outputs]:
         """Queue one request (already validated); the Deferred fires with its outputs or a TwinferError. A
-        decoupled model's request carries its `stream`, which the backend's `run_requests` receives with it."""
+        decoupled model's request carries its `stream`, and a request its client's `parameters`; a backend's
+        `run_requests` receives both with it (`(inputs, outputs, stream, parameters)`)."""
         if self._closed:
             raise Unavailable("model version is unloading")
         if len(self._queue) >= self._max_queue:
@@ -118,7 +122,7 @@ class DynamicBatcher:
             key = None if self._execute_requests else tuple((name, a.shape[1:]) for name, a in inputs.items())
         else:
             rows, key = 1, None
-        item = _Pending(inputs, outputs, rows, key, self._clock.seconds(), stream)
+        item = _Pending(inputs, outputs, rows, key, self._clock.seconds(), stream, parameters)
         timeout_s = timeout_s if timeout_s is not None else self._default_timeout_s
         if timeout_s:
             item.timeout_call = self._clock.callLater(timeout_s, self._expire, item, timeout_s)
@@ -226,8 +230,8 @@ class DynamicBatcher:
         for item in batch:
             self._stats.queue.add(int((now - item.enqueued_at) * 1e9))
         self._busy += 1
-        d = self._execute_requests([(item.inputs, item.outputs) if item.stream is None
-                                    else (item.inputs, item.outputs, item.stream) for item in batch])
+        d = self._execute_requests([(item.inputs, item.outputs) if item.stream is None and item.parameters is None
+                                    else (item.inputs, item.outputs, item.stream, item.parameters) for item in batch])
         d.addCallbacks(self._requests_done, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
     def _requests_done(self, result: tuple[list[Outputs | Exception], int], batch: list[_Pending]) -> None:

@@ -96,9 +96,12 @@ class EnsembleBackend:
 class _Run:
     """One ensemble request in progress: the tensors so far, the steps not started yet, the steps running."""
 
-    __slots__ = ("tensors", "waiting", "running", "deferred", "outputs", "timeout_ms", "failed", "started_at")
+    __slots__ = ("tensors", "waiting", "running", "deferred", "outputs", "timeout_ms", "failed", "started_at",
+                 "parameters")
 
-    def __init__(self, inputs: Outputs, steps: int, outputs: list[str], timeout_ms: int | None, now: float) -> None:
+    def __init__(self, inputs: Outputs, steps: int, outputs: list[str], timeout_ms: int | None, now: float,
+                 parameters: dict | None = None) -> None:
+        self.parameters = parameters  # the client's, handed to every step (as Triton's ensembles do)
         self.tensors = dict(inputs)
         self.waiting = list(range(steps))
         self.running = 0
@@ -132,11 +135,12 @@ class EnsembleScheduler:
     def busy(self) -> int:
         return self._active
 
-    def submit(self, inputs: Outputs, outputs: list[str], timeout_s: float | None = None) -> Deferred[Outputs]:
+    def submit(self, inputs: Outputs, outputs: list[str], timeout_s: float | None = None, stream: object = None,
+               parameters: dict | None = None) -> Deferred[Outputs]:
         if self._closed:
             return fail(Unavailable("model version is unloading"))
         run = _Run(inputs, len(self._steps), outputs, int(timeout_s * 1e3) if timeout_s else None,
-                   self._clock.seconds())
+                   self._clock.seconds(), parameters)
         self._active += 1
         self._stats.in_flight += 1
         self._advance(run)
@@ -165,6 +169,7 @@ class EnsembleScheduler:
             version=_version_of(step),
             outputs=list(step.output_map),
             timeout_ms=run.timeout_ms,
+            parameters=run.parameters,
         )
         run.running += 1
         try:

@@ -50,17 +50,18 @@ class InferenceFacade:
             outputs = validate_outputs(config, request.outputs)
             timeout_s = request.timeout_ms / 1e3 if request.timeout_ms else None
             if config.decoupled:
-                return succeed(self._submit_decoupled(version, inputs, outputs, timeout_s))
-            d = version.batcher.submit(inputs, outputs, timeout_s)
+                return succeed(self._submit_decoupled(version, inputs, outputs, timeout_s, request.parameters))
+            d = version.batcher.submit(inputs, outputs, timeout_s, parameters=request.parameters)
         except TwinferError as exc:
             return fail(exc)
         name, number = config.name, str(version.version)
-        return d.addCallback(lambda out: InferenceResult(name, number, out))
+        return d.addCallback(lambda out: InferenceResult(name, number, out, parameters=getattr(out, "parameters",
+                                                                                               None)))
 
-    def _submit_decoupled(self, version: ModelVersion, inputs: dict, outputs: list[str],
-                          timeout_s: float | None) -> InferenceResult:
+    def _submit_decoupled(self, version: ModelVersion, inputs: dict, outputs: list[str], timeout_s: float | None,
+                          parameters: dict | None) -> InferenceResult:
         stream = ResponseStream(getattr(self.repository.reactor, "callFromThread", None))
-        d = version.batcher.submit(inputs, outputs, timeout_s, stream=stream)
+        d = version.batcher.submit(inputs, outputs, timeout_s, stream=stream, parameters=parameters)
 
         def failed(failure: Failure) -> None:
             error = failure.value

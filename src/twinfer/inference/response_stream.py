@@ -41,6 +41,7 @@ class StreamItem:
     outputs: dict[str, np.ndarray] | None = None
     error: TwinferError | None = None
     final: bool = False
+    parameters: dict | None = None  # the response's parameters (InferenceResponse(parameters=...))
 
 
 class ResponseStream:

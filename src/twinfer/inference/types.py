@@ -20,6 +20,7 @@ class InferenceRequest:
     version: str | None = None  # None = the newest ready version
     outputs: list[str] | None = None  # None = every output
     timeout_ms: int | None = None  # None = the model's default
+    parameters: dict | None = None  # the client's parameters for the model (twinfer.kserve.parameters)
 
 
 @dataclass(slots=True)
@@ -31,3 +32,15 @@ class InferenceResult:
     version: str
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     stream: ResponseStream | None = None
+    parameters: dict | None = None  # the model's response parameters (python models)
+
+
+class Outputs(dict):
+    """A backend's outputs of one request, with the response parameters a python model set (a dict, so every
+    consumer of plain outputs is unchanged)."""
+
+    __slots__ = ("parameters",)
+
+    def __init__(self, outputs: dict[str, np.ndarray], parameters: dict | None = None) -> None:
+        super().__init__(outputs)
+        self.parameters = parameters
