@@ -58,6 +58,16 @@ class InferenceFailed(TwinferError):
     """The backend raised while running the model."""
 
 
+class ModelReportedError(InferenceFailed):
+    """A python model failed a request with a TritonError whose code has a status of its own in KServe (Triton's
+    names: UNKNOWN, NOT_FOUND, UNSUPPORTED, ALREADY_EXISTS, CANCELLED). The HTTP and gRPC tables read `kind`, as
+    Triton maps them; the game protocol reports INFERENCE_FAILED."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class Unauthenticated(TwinferError):
     """A missing, malformed, forged or expired token."""
 

@@ -146,3 +146,66 @@ def test_parameters_triton_refuses_are_refused_with_its_words(served):
     with pytest.raises(InferenceServerException,
                        match="Expect parameters values to have type bool/int/str, found type <class 'float'>"):
         grpc.infer("echo", _x(grpcclient), parameters={"bad": 1})
+
+
+ERROR_CODE_CONFIG = """
+name: "error_code"
+backend: "python"
+input [ { name: "ERROR_CODE" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "DUMMY_OUT" data_type: TYPE_STRING dims: [ 1 ] } ]
+"""
+
+# Like Triton's QA error_code model: fail with the TritonError code named by the input.
+ERROR_CODE_MODEL = '''
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        codes = {name: getattr(pb_utils.TritonError, name) for name in
+                 ("UNKNOWN", "INTERNAL", "NOT_FOUND", "INVALID_ARG", "UNAVAILABLE", "UNSUPPORTED", "ALREADY_EXISTS",
+                  "CANCELLED")}
+        responses = []
+        for request in requests:
+            name = pb_utils.get_input_tensor_by_name(request, "ERROR_CODE").as_numpy()[0].decode()
+            if name == "raise":
+                raise ValueError("no such luck")
+            error = (pb_utils.TritonError("error code: " + name, codes[name]) if name in codes
+                     else pb_utils.TritonError("unrecognized error code: " + name))
+            responses.append(pb_utils.InferenceResponse(error=error))
+        return responses
+'''
+
+
+def test_a_models_triton_error_codes_become_tritons_statuses(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "error_code" / "1").mkdir(parents=True)
+    (repo / "error_code" / "config.pbtxt").write_text(ERROR_CODE_CONFIG)
+    (repo / "error_code" / "1" / "model.py").write_text(ERROR_CODE_MODEL)
+    server = start_server(tmp_path, repo, "--insecure-dev")
+    try:
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        http = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        # (code, gRPC status, HTTP status), as Triton maps them (grpc_utils.cc, http_server.cc)
+        for code, grpc_status, http_status in (
+                ("UNKNOWN", "UNKNOWN", "400"), ("INTERNAL", "INTERNAL", "500"), ("NOT_FOUND", "NOT_FOUND", "404"),
+                ("INVALID_ARG", "INVALID_ARGUMENT", "400"), ("UNAVAILABLE", "UNAVAILABLE", "503"),
+                ("UNSUPPORTED", "UNIMPLEMENTED", "501"), ("ALREADY_EXISTS", "ALREADY_EXISTS", "400"),
+                ("CANCELLED", "CANCELLED", "400"), ("(default)", "INTERNAL", "500")):
+            words = ("error code: " if code != "(default)" else "unrecognized error code: ") + code
+            for client, module, status in ((grpc, grpcclient, f"StatusCode.{grpc_status}"), (http, httpclient,
+                                                                                               http_status)):
+                tensor = module.InferInput("ERROR_CODE", [1], "BYTES")
+                tensor.set_data_from_numpy(np.array([code.encode()], np.object_))
+                with pytest.raises(InferenceServerException) as raised:
+                    client.infer("error_code", [tensor])
+                assert raised.value.status() == status and raised.value.message() == words, (
+                    code, raised.value.status(), raised.value.message())
+        tensor = grpcclient.InferInput("ERROR_CODE", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([b"raise"], np.object_))
+        with pytest.raises(InferenceServerException) as raised:
+            grpc.infer("error_code", [tensor])
+        assert raised.value.message() == ("Failed to process the request(s) for model 'error_code_0_0', message: "
+                                          "ValueError: no such luck")  # Triton's words for an execute that raised
+    finally:
+        assert server.stop() == 0

@@ -192,7 +192,7 @@ output [{name: "y" data_type: TYPE_FP32 dims: [1]}]
 
 
 @pytest.mark.parametrize("body, error, message", [
-    ("raise RuntimeError('nope')", InferenceFailed, "execute raised RuntimeError: nope"),
+    ("raise RuntimeError('nope')", InferenceFailed, "Failed to process the request(s) for model 'm_0_0', message: RuntimeError: nope"),
     ("raise pb_utils.TritonModelException('said no')", InferenceFailed, "said no"),
     ("return []", InferenceFailed, "execute returned 0 responses for 2 requests"),
     ("return [pb_utils.InferenceResponse(error=pb_utils.TritonError('bad x', pb_utils.TritonError.INVALID_ARG))] * 2",
@@ -822,5 +822,5 @@ def test_a_model_calling_sys_exit_fails_that_model_only(tmp_path, where):
     _, backend = load(tmp_path, "m")
     (result,) = backend.run_requests([({"x": np.ones((1, 1), np.float32)}, ["y"])])
     if where == "execute":
-        assert isinstance(result, InferenceFailed) and "execute raised SystemExit: 2" in result.message
+        assert isinstance(result, InferenceFailed) and "message: SystemExit: 2" in result.message
     backend.close()  # finalize's sys.exit is logged, not raised

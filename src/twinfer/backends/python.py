@@ -33,13 +33,24 @@ from twisted.python.failure import Failure
 from twinfer.backends import triton_utils as pb_utils
 from twinfer.backends.base import BackendOptions
 from twinfer.backends.python_import import MODEL_CODE_ERRORS, forget_model_module, helpers_of, import_model_file
-from twinfer.errors import InferenceFailed, InvalidInput, ModelLoadError, TwinferError, Unavailable
+from twinfer.errors import (
+    InferenceFailed,
+    InvalidInput,
+    ModelLoadError,
+    ModelReportedError,
+    TwinferError,
+    Unavailable,
+)
 from twinfer.inference.model_config import ModelConfig
 from twinfer.inference.placement import GpuInventory, place_instances
 from twinfer.inference.response_stream import ResponseStream, StreamItem
 from twinfer.inference.types import Outputs
 
 _log = Logger()
+# TritonError codes with a status of their own (twinfer.errors.ModelReportedError); INTERNAL is InferenceFailed
+_REPORTED_KINDS = {pb_utils.TritonError.UNKNOWN: "UNKNOWN", pb_utils.TritonError.NOT_FOUND: "NOT_FOUND",
+                   pb_utils.TritonError.UNSUPPORTED: "UNSUPPORTED", pb_utils.TritonError.ALREADY_EXISTS: "ALREADY_EXISTS",
+                   pb_utils.TritonError.CANCELLED: "CANCELLED"}
 # (inputs, wanted outputs), or (inputs, wanted outputs, a decoupled model's ResponseStream or None, the client's
 # parameters or None)
 Request = tuple[Any, ...]
@@ -114,6 +125,7 @@ class PythonBackend:
             _log.info("{note}", note=note)
         self.instance_count = len(placement.devices)
         self._instances: list[Any] = []
+        self._instance_names: dict[int, str] = {}  # id(instance) -> Triton's instance name, for error messages
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loops = threading.local()
         self._logged: set[str] = set()
@@ -127,6 +139,7 @@ class PythonBackend:
                                                 "model_instance_kind": "GPU" if device.is_gpu else "CPU",
                                                 "model_instance_device_id": str(device.index)}))
                 self._instances.append(instance)  # finalize is owed only to instances that initialized
+                self._instance_names[id(instance)] = f"{config.name}_0_{i}"
                 self._idle.put(instance)
         except MODEL_CODE_ERRORS as exc:
             self.close()
@@ -152,11 +165,10 @@ class PythonBackend:
             try:
                 with pb_utils.bound_caller(self._caller):
                     responses = self._await(instance.execute(wrapped))
-            except pb_utils.TritonModelException as exc:
-                return self._all_failed(requests, f"model {self.name!r}: {exc.message()}")
             except MODEL_CODE_ERRORS as exc:  # noqa: BLE001 - user code: fail this call's requests, keep serving
-                self._log_first(exc)
-                return self._all_failed(requests, f"model {self.name!r}: execute raised {type(exc).__name__}: {exc}")
+                if not isinstance(exc, pb_utils.TritonModelException):
+                    self._log_first(exc)
+                return self._all_failed(requests, self._execute_failed(instance, exc))
         finally:
             self._idle.put(instance)
         if not isinstance(responses, (list, tuple)) or len(responses) != len(requests):
@@ -189,17 +201,21 @@ class PythonBackend:
         try:
             with pb_utils.bound_caller(self._caller):
                 returned = self._await(instance.execute(wrapped))
-        except pb_utils.TritonModelException as exc:
-            return self._end_streams(streams, f"model {self.name!r}: {exc.message()}")
         except MODEL_CODE_ERRORS as exc:  # noqa: BLE001 - user code: end this call's streams, keep serving
-            self._log_first(exc)
-            return self._end_streams(streams, f"model {self.name!r}: execute raised {type(exc).__name__}: {exc}")
+            if not isinstance(exc, pb_utils.TritonModelException):
+                self._log_first(exc)
+            return self._end_streams(streams, self._execute_failed(instance, exc))
         finally:
             self._idle.put(instance)
         if returned is not None:
             return self._end_streams(streams, f"model {self.name!r} is decoupled: execute must return None and "
                                               "send its responses with request.get_response_sender()")
         return [{} for _ in requests]
+
+    def _execute_failed(self, instance: Any, exc: BaseException) -> str:
+        """Triton's message for an execute that raised (pb_stub.cc), naming the instance."""
+        name = self._instance_names.get(id(instance), self.name)
+        return f"Failed to process the request(s) for model '{name}', message: {type(exc).__name__}: {exc}"
 
     def _wrapped(self, request: Request) -> Any:
         """One queued request as `execute` sees it: pb_utils.InferenceRequest, with the client's parameters."""
@@ -252,13 +268,15 @@ class PythonBackend:
         if not isinstance(response, pb_utils.InferenceResponse):
             return InferenceFailed(f"model {self.name!r}: execute returned {type(response).__name__}, "
                                    "not an InferenceResponse")
-        if response.has_error():
+        if response.has_error():  # the model's own message, as Triton returns it, typed by its code
             error = response.error()
-            message = f"model {self.name!r}: {error.message()}"
-            if error.code() == pb_utils.TritonError.INVALID_ARG:
+            message, code = error.message(), error.code()
+            if code == pb_utils.TritonError.INVALID_ARG:
                 return InvalidInput(message)
-            if error.code() == pb_utils.TritonError.UNAVAILABLE:
+            if code == pb_utils.TritonError.UNAVAILABLE:
                 return Unavailable(message)
+            if code in _REPORTED_KINDS:
+                return ModelReportedError(message, _REPORTED_KINDS[code])
             return InferenceFailed(message)
         produced = {t.name(): t.as_numpy() for t in response.output_tensors()}
         missing = [name for name in wanted if name not in produced]

@@ -20,7 +20,15 @@ STATUS_BY_ERROR: dict[type[Exception], grpc.StatusCode] = {
 }
 
 
+# Triton's gRPC status for the codes of a model's TritonError (grpc_utils.cc CodeToStatus)
+STATUS_BY_MODEL_ERROR = {"NOT_FOUND": grpc.StatusCode.NOT_FOUND, "UNSUPPORTED": grpc.StatusCode.UNIMPLEMENTED,
+                         "UNKNOWN": grpc.StatusCode.UNKNOWN, "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
+                         "CANCELLED": grpc.StatusCode.CANCELLED}
+
+
 def status_for(error: BaseException) -> grpc.StatusCode:
+    if isinstance(error, errors.ModelReportedError):
+        return STATUS_BY_MODEL_ERROR.get(error.kind, grpc.StatusCode.INTERNAL)
     for cls in type(error).__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]

@@ -37,7 +37,14 @@ STATUS_BY_ERROR.update({NotFoundRoute: 404, MethodNotAllowed: 405, PayloadTooLar
                         errors.PermissionDenied: 403})
 
 
+# Triton's HTTP status for the codes of a model's TritonError (http_server.cc HttpCodeFromError)
+STATUS_BY_MODEL_ERROR = {"NOT_FOUND": 404, "UNSUPPORTED": 501, "UNKNOWN": 400, "ALREADY_EXISTS": 400,
+                         "CANCELLED": 400}
+
+
 def status_for(error: BaseException) -> int:
+    if isinstance(error, errors.ModelReportedError):
+        return STATUS_BY_MODEL_ERROR.get(error.kind, 500)
     for cls in type(error).__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
