@@ -139,3 +139,48 @@ def test_a_model_without_inputs_is_served_on_every_transport(tmp_path):
         assert reasons and all("initialize failed: SystemExit: 2" in r for r in reasons), reasons
     finally:
         assert server.stop() == 0
+
+
+SENDER_CONFIG = """
+name: "late"
+backend: "python"
+max_batch_size: 8
+dynamic_batching { }
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+"""
+
+# Triton 24.06's default mode with the response sender: each response sent from a thread after execute returned None.
+SENDER_MODEL = '''
+import threading
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            response = pb_utils.InferenceResponse([pb_utils.Tensor("Y", x + 1)])
+            threading.Timer(0.01, request.get_response_sender().send, args=(response,),
+                            kwargs={"flags": pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL}).start()
+        return None
+'''
+
+
+def test_a_model_answering_through_the_response_sender_is_served(tmp_path):
+    import tritonclient.grpc as grpcclient
+
+    repo = tmp_path / "repo"
+    (repo / "late" / "1").mkdir(parents=True)
+    (repo / "late" / "config.pbtxt").write_text(SENDER_CONFIG)
+    (repo / "late" / "1" / "model.py").write_text(SENDER_MODEL)
+    server = start_server(tmp_path, repo, "--insecure-dev")
+    try:
+        for module, address in ((httpclient, server.ports["http"]), (grpcclient, server.ports["grpc"])):
+            client = module.InferenceServerClient(f"127.0.0.1:{address}")
+            tensor = module.InferInput("X", [2, 1], "FP32")
+            tensor.set_data_from_numpy(np.array([[1.0], [2.0]], np.float32))
+            assert client.infer("late", [tensor]).as_numpy("Y").tolist() == [[2.0], [3.0]]
+    finally:
+        assert server.stop() == 0

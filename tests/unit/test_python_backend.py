@@ -688,11 +688,55 @@ def test_a_decoupled_python_model_sends_its_responses_to_the_requests_stream(tmp
         backend.run({"x": x}, ["y"])  # one result from a stream of them: not a thing
 
 
-def test_get_response_sender_is_for_decoupled_models_only(tmp_path):
-    write_python_model(tmp_path, "m", DECOUPLED_MODEL, ECHO_CONFIG)
+SENDER_DEFAULT_MODE_MODEL = """
+import threading
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
+            how = int(x[0, 0])
+            if how == 5:    # nothing sent at all
+                continue
+            sender = request.get_response_sender()
+            response = pb_utils.InferenceResponse([pb_utils.Tensor("y", x * 10)])
+            if how == 1:    # response and final flag together
+                sender.send(response, flags=FINAL)
+            elif how == 2:  # the response, then the flag alone
+                sender.send(response)
+                sender.send(flags=FINAL)
+            elif how == 3:  # from a thread, after execute returned
+                threading.Timer(0.05, sender.send, args=(response,), kwargs={"flags": FINAL}).start()
+            elif how == 4:  # two responses: refused, the first one stands
+                sender.send(response)
+                try:
+                    sender.send(response, flags=FINAL)
+                except pb_utils.TritonModelException as exc:
+                    assert "exactly one response" in exc.message()
+                    sender.send(flags=FINAL)
+            # how == 6: a sender taken, nothing ever sent on it
+        return None
+"""
+
+
+def test_a_default_mode_model_may_answer_through_the_response_sender(tmp_path, monkeypatch):
+    """Triton 24.06: a model that is not decoupled may send its one response per request with the sender."""
+    from twinfer.backends import python
+
+    monkeypatch.setattr(python, "SENT_RESPONSE_WAIT_S", 1.0)
+    write_python_model(tmp_path, "m", SENDER_DEFAULT_MODE_MODEL, ECHO_CONFIG)
     _, backend = load(tmp_path, "m")
-    (result,) = backend.run_requests([({"x": np.ones((1, 1), np.float32)}, ["y"])])
-    assert isinstance(result, InferenceFailed) and "get_response_sender() is for decoupled models" in result.message
+    requests = [({"x": np.full((1, 1), how, np.float32)}, ["y"]) for how in (1, 2, 3, 4, 5, 6)]
+    *answered, silent, waited = backend.run_requests(requests)
+    assert [float(result["y"][0, 0]) for result in answered] == [10.0, 20.0, 30.0, 40.0]
+    assert isinstance(silent, InferenceFailed) and "sent no response for this request" in silent.message
+    assert isinstance(waited, InferenceFailed) and "no final flag for this request within 1 s" in waited.message
 
 
 def test_decoupled_needs_the_python_backend():

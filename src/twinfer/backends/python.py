@@ -23,6 +23,7 @@ import inspect
 import json
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from twinfer.inference.response_stream import ResponseStream, StreamItem
 from twinfer.inference.types import Outputs
 
 _log = Logger()
+SENT_RESPONSE_WAIT_S = 30.0  # default mode: how long after execute returns None the senders' final flags may take
 # TritonError codes with a status of their own (twinfer.errors.ModelReportedError); INTERNAL is InferenceFailed
 _REPORTED_KINDS = {pb_utils.TritonError.UNKNOWN: "UNKNOWN", pb_utils.TritonError.NOT_FOUND: "NOT_FOUND",
                    pb_utils.TritonError.UNSUPPORTED: "UNSUPPORTED", pb_utils.TritonError.ALREADY_EXISTS: "ALREADY_EXISTS",
@@ -162,6 +164,8 @@ class PythonBackend:
         instance = self._idle.get()  # the batcher runs at most instance_count batches, so one is always idle
         try:
             wrapped = [self._wrapped(request) for request in requests]
+            for one in wrapped:
+                one._default_mode = True
             try:
                 with pb_utils.bound_caller(self._caller):
                     responses = self._await(instance.execute(wrapped))
@@ -171,12 +175,17 @@ class PythonBackend:
                 return self._all_failed(requests, self._execute_failed(instance, exc))
         finally:
             self._idle.put(instance)
+        if responses is None:  # answered through the response senders (Triton 24.06's default mode)
+            responses = self._sent_responses(wrapped)
         if not isinstance(responses, (list, tuple)) or len(responses) != len(requests):
             count = len(responses) if isinstance(responses, (list, tuple)) else type(responses).__name__
             return self._all_failed(requests, f"model {self.name!r}: execute returned {count} responses for "
                                               f"{len(requests)} requests")
         results: list[dict[str, np.ndarray] | Exception] = []
         for response, (_, outputs, *_) in zip(responses, requests):
+            if isinstance(response, TwinferError):  # a request the senders left unanswered
+                results.append(response)
+                continue
             try:
                 results.append(self._outputs_of(response, outputs))
             except Exception as exc:  # noqa: BLE001 - a malformed response (not Tensors...) fails its request only
@@ -211,6 +220,26 @@ class PythonBackend:
             return self._end_streams(streams, f"model {self.name!r} is decoupled: execute must return None and "
                                               "send its responses with request.get_response_sender()")
         return [{} for _ in requests]
+
+    def _sent_responses(self, wrapped: list[Any]) -> list[Any]:
+        """The one response each request's sender got; waits up to SENT_RESPONSE_WAIT_S for final flags still to
+        come from threads the model started. A request nothing was sent for fails with the reason."""
+        deadline = time.monotonic() + SENT_RESPONSE_WAIT_S
+        out: list[Any] = []
+        for request in wrapped:
+            sender = request._sender
+            if sender is None:
+                out.append(InferenceFailed(f"model {self.name!r}: execute returned None and sent no response for "
+                                           "this request (return a list of responses, or send one with "
+                                           "request.get_response_sender())"))
+            elif not sender.wait(max(0.0, deadline - time.monotonic())):
+                out.append(InferenceFailed(f"model {self.name!r}: no final flag for this request within "
+                                           f"{SENT_RESPONSE_WAIT_S:g} s of execute returning"))
+            elif sender.response is None:
+                out.append(InferenceFailed(f"model {self.name!r}: the final flag came without a response"))
+            else:
+                out.append(sender.response)
+        return out
 
     def _execute_failed(self, instance: Any, exc: BaseException) -> str:
         """Triton's message for an execute that raised (pb_stub.cc), naming the instance."""

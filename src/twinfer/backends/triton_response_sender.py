@@ -12,6 +12,7 @@ response..."); a response carrying a TritonError fails that response only and th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -41,3 +42,39 @@ class ResponseSender:
 
     def is_cancelled(self) -> bool:
         return self._stream.cancelled
+
+
+class SingleResponseSender:
+    """The sender of a request to a model in Triton's default (non-decoupled) mode, which since Triton 24.06 may
+    answer through it instead of returning responses: exactly one response per request, the final flag with it or
+    after it; `execute` then returns None and the backend takes the response from here."""
+
+    __slots__ = ("_lock", "_final", "response")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._final = threading.Event()
+        self.response: Any = None
+
+    def send(self, response: Any = None, flags: int = 0) -> None:
+        final = bool(flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        with self._lock:
+            if self._final.is_set():
+                raise TritonModelException("Unable to send response. Response sender has been closed.")
+            if response is None and not final:
+                raise TritonModelException("Unable to send response: send() needs a response, the "
+                                           "TRITONSERVER_RESPONSE_COMPLETE_FINAL flag, or both")
+            if response is not None:
+                if self.response is not None:
+                    raise TritonModelException("Unable to send response: a model that is not decoupled sends "
+                                               "exactly one response per request")
+                self.response = response
+            if final:
+                self._final.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Blocks until the final flag (True) or the timeout (False)."""
+        return self._final.wait(timeout_s)
+
+    def is_cancelled(self) -> bool:
+        return False

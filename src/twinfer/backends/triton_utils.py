@@ -29,7 +29,11 @@ from twisted.logger import Logger as _TwistedLogger
 from twinfer.backends.triton_errors import TritonError, TritonModelException
 from twinfer.backends.triton_metrics import Metric, MetricFamily
 from twinfer.backends.triton_model_config import ModelConfig
-from twinfer.backends.triton_response_sender import TRITONSERVER_RESPONSE_COMPLETE_FINAL, ResponseSender
+from twinfer.backends.triton_response_sender import (
+    TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+    ResponseSender,
+    SingleResponseSender,
+)
 from twinfer.inference.caller import ModelCaller
 
 _local = threading.local()
@@ -223,6 +227,7 @@ class InferenceRequest:
         self._timeout_us = timeout
         self._parameters = parameters
         self._sender: Any = None  # a decoupled model's ResponseSender (set by the python backend)
+        self._default_mode = False  # a request `execute` received from a model that is not decoupled
 
     def inputs(self) -> list[Tensor]:
         return self._inputs
@@ -256,10 +261,13 @@ class InferenceRequest:
                                        "iterative sequence batching, which twinfer does not support")
 
     def get_response_sender(self) -> Any:
-        """A decoupled model's sender for this request's responses (`send(response, flags)`)."""
+        """The sender for this request's responses (`send(response, flags)`): any number of them for a decoupled
+        model; exactly one for one in the default mode (then `execute` returns None), as Triton 24.06 allows."""
+        if self._sender is None and self._default_mode:
+            self._sender = SingleResponseSender()
         if self._sender is None:
-            raise TritonModelException("get_response_sender() is for decoupled models (model_transaction_policy "
-                                       "{ decoupled: true }); this model returns its responses from execute")
+            raise TritonModelException("get_response_sender() is for the requests a model's execute receives, "
+                                       "not for BLS requests")
         return self._sender
 
     def _facade_request(self) -> Any:
