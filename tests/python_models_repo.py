@@ -449,3 +449,10 @@ def build_python_repository(root: Path) -> Path:
     write_model(root, "brightness_pipeline", BRIGHTNESS_ENSEMBLE_YAML, None, "config.yaml")
     write_model(root, "parallel", PARALLEL_CONFIG, PARALLEL_MODEL)
     return root
+
+
+def write_python_models(root: Path, models: dict[str, tuple[str, str]]) -> Path:
+    """A repository of python models: name -> (config.pbtxt, model.py), version 1 each."""
+    for name, (config, model) in models.items():
+        write_model(root, name, config, model)
+    return root

@@ -8,6 +8,7 @@ import numpy as np
 import tritonclient.http as httpclient
 
 from tests.e2e.conftest import start_server
+from tests.python_models_repo import write_python_models
 from tests.support import make_repository
 
 MANAGER_CONFIG = """
@@ -59,10 +60,7 @@ class TritonPythonModel:
 
 
 def test_a_python_model_unloads_loads_and_checks_models(tmp_path):
-    repo = make_repository(tmp_path / "repo")
-    (repo / "manager" / "1").mkdir(parents=True)
-    (repo / "manager" / "config.pbtxt").write_text(MANAGER_CONFIG)
-    (repo / "manager" / "1" / "model.py").write_text(MANAGER_MODEL)
+    repo = write_python_models(make_repository(tmp_path / "repo"), {"manager": (MANAGER_CONFIG, MANAGER_MODEL)})
     server = start_server(tmp_path, repo, "--insecure-dev")
     try:
         http = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
@@ -115,16 +113,12 @@ def test_a_model_without_inputs_is_served_on_every_transport(tmp_path):
 
     from twinfer.client import Client
 
-    repo = tmp_path / "repo"
-    (repo / "clock" / "1").mkdir(parents=True)
-    (repo / "clock" / "config.pbtxt").write_text(CLOCK_CONFIG)
-    (repo / "clock" / "1" / "model.py").write_text(CLOCK_MODEL)
     # and a model whose initialize runs unittest.main(), which calls sys.exit(): before, the server's start-up died
-    (repo / "quitter" / "1").mkdir(parents=True)
-    (repo / "quitter" / "config.pbtxt").write_text(CLOCK_CONFIG.replace('"clock"', '"quitter"'))
-    (repo / "quitter" / "1" / "model.py").write_text(
-        "import unittest\n\nclass TritonPythonModel:\n    def initialize(self, args):\n"
-        "        unittest.main(argv=['x', '--no-such-flag'])\n\n    def execute(self, requests):\n        return []\n")
+    quitter = ("import unittest\n\nclass TritonPythonModel:\n    def initialize(self, args):\n"
+               "        unittest.main(argv=['x', '--no-such-flag'])\n\n    def execute(self, requests):\n"
+               "        return []\n")
+    repo = write_python_models(tmp_path / "repo", {"clock": (CLOCK_CONFIG, CLOCK_MODEL),
+                                                   "quitter": (CLOCK_CONFIG.replace('"clock"', '"quitter"'), quitter)})
     server = start_server(tmp_path, repo, "--insecure-dev", "--config", str(_any_ready(tmp_path)))
     try:
         http = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
@@ -171,10 +165,7 @@ class TritonPythonModel:
 def test_a_model_answering_through_the_response_sender_is_served(tmp_path):
     import tritonclient.grpc as grpcclient
 
-    repo = tmp_path / "repo"
-    (repo / "late" / "1").mkdir(parents=True)
-    (repo / "late" / "config.pbtxt").write_text(SENDER_CONFIG)
-    (repo / "late" / "1" / "model.py").write_text(SENDER_MODEL)
+    repo = write_python_models(tmp_path / "repo", {"late": (SENDER_CONFIG, SENDER_MODEL)})
     server = start_server(tmp_path, repo, "--insecure-dev")
     try:
         for module, address in ((httpclient, server.ports["http"]), (grpcclient, server.ports["grpc"])):

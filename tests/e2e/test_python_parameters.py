@@ -15,6 +15,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.e2e.conftest import start_server
+from tests.python_models_repo import write_python_models
 
 ECHO_CONFIG = """
 name: "{name}"
@@ -178,10 +179,7 @@ class TritonPythonModel:
 
 
 def test_a_models_triton_error_codes_become_tritons_statuses(tmp_path):
-    repo = tmp_path / "repo"
-    (repo / "error_code" / "1").mkdir(parents=True)
-    (repo / "error_code" / "config.pbtxt").write_text(ERROR_CODE_CONFIG)
-    (repo / "error_code" / "1" / "model.py").write_text(ERROR_CODE_MODEL)
+    repo = write_python_models(tmp_path / "repo", {"error_code": (ERROR_CODE_CONFIG, ERROR_CODE_MODEL)})
     server = start_server(tmp_path, repo, "--insecure-dev")
     try:
         grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")

@@ -481,16 +481,21 @@ def chunk(value: float):
     return StreamItem(outputs={"OUT": np.full((1, 1000), value, np.float32)})
 
 
-def test_a_decoupled_requests_responses_each_go_out_and_hold_its_slot_until_the_final_one():
-    from twinfer.inference.response_stream import StreamItem
-
+def open_decoupled_call(body: bytes, end: bool) -> tuple[DecoupledFacade, Peer, int]:
+    """A ModelStreamInfer call to the decoupled facade carrying `body` (its messages); `end`: half-closed."""
     facade = DecoupledFacade()
-    server = Server(facade, Clock())
-    peer = server.peer()
+    peer = Server(facade, Clock()).peer()
     stream = peer.next_stream
     peer.next_stream += 2
     peer.send(peer.headers_frame(stream, GRPC_HEADERS + [(":path", STREAM)])
-              + f.frame(f.DATA, f.FLAG_END_STREAM, stream, streamed_request("a", True) + streamed_request("b", False)))
+              + f.frame(f.DATA, f.FLAG_END_STREAM if end else 0, stream, body))
+    return facade, peer, stream
+
+
+def test_a_decoupled_requests_responses_each_go_out_and_hold_its_slot_until_the_final_one():
+    from twinfer.inference.response_stream import StreamItem
+
+    facade, peer, stream = open_decoupled_call(streamed_request("a", True) + streamed_request("b", False), end=True)
     a, b = facade.streams
     a.put(chunk(1))
     b.put(chunk(2))
@@ -514,13 +519,7 @@ def test_a_decoupled_stream_waits_for_the_client_and_a_reset_cancels_it(monkeypa
     from twinfer.grpc import native_server
 
     monkeypatch.setattr(native_server, "STREAM_PENDING_LIMIT", 10_000)
-    facade = DecoupledFacade()
-    server = Server(facade, Clock())
-    peer = server.peer()
-    stream = peer.next_stream
-    peer.next_stream += 2
-    peer.send(peer.headers_frame(stream, GRPC_HEADERS + [(":path", STREAM)])
-              + f.frame(f.DATA, 0, stream, streamed_request("a", False)))
+    facade, peer, stream = open_decoupled_call(streamed_request("a", False), end=False)
     (talk,) = facade.streams
     for value in range(40):  # 4 KB each: the 64 KiB window and 10 KB of pending answers stop the relay
         talk.put(chunk(value))

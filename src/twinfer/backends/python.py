@@ -161,20 +161,12 @@ class PythonBackend:
         """One `execute` call for the batch; one result per request. Blocking: on an instance thread."""
         if self._config.decoupled:
             return self._run_decoupled(requests)
-        instance = self._idle.get()  # the batcher runs at most instance_count batches, so one is always idle
-        try:
-            wrapped = [self._wrapped(request) for request in requests]
-            for one in wrapped:
-                one._default_mode = True
-            try:
-                with pb_utils.bound_caller(self._caller):
-                    responses = self._await(instance.execute(wrapped))
-            except MODEL_CODE_ERRORS as exc:  # noqa: BLE001 - user code: fail this call's requests, keep serving
-                if not isinstance(exc, pb_utils.TritonModelException):
-                    self._log_first(exc)
-                return self._all_failed(requests, self._execute_failed(instance, exc))
-        finally:
-            self._idle.put(instance)
+        wrapped = [self._wrapped(request) for request in requests]
+        for one in wrapped:
+            one._default_mode = True
+        responses, failed = self._call_execute(wrapped)
+        if failed is not None:
+            return self._all_failed(requests, failed)
         if responses is None:  # answered through the response senders (Triton 24.06's default mode)
             responses = self._sent_responses(wrapped)
         if not isinstance(responses, (list, tuple)) or len(responses) != len(requests):
@@ -206,20 +198,27 @@ class PythonBackend:
             one = self._wrapped(request)
             one._sender = pb_utils.ResponseSender(stream, self._item_converter(request[1]))
             wrapped.append(one)
-        instance = self._idle.get()
-        try:
-            with pb_utils.bound_caller(self._caller):
-                returned = self._await(instance.execute(wrapped))
-        except MODEL_CODE_ERRORS as exc:  # noqa: BLE001 - user code: end this call's streams, keep serving
-            if not isinstance(exc, pb_utils.TritonModelException):
-                self._log_first(exc)
-            return self._end_streams(streams, self._execute_failed(instance, exc))
-        finally:
-            self._idle.put(instance)
+        returned, failed = self._call_execute(wrapped)
+        if failed is not None:
+            return self._end_streams(streams, failed)
         if returned is not None:
             return self._end_streams(streams, f"model {self.name!r} is decoupled: execute must return None and "
                                               "send its responses with request.get_response_sender()")
         return [{} for _ in requests]
+
+    def _call_execute(self, wrapped: list[Any]) -> tuple[Any, str | None]:
+        """`execute` on an idle instance: (what it returned, None), or (None, Triton's message for what it raised:
+        user code, so it fails this call's requests and the server keeps serving)."""
+        instance = self._idle.get()  # the batcher runs at most instance_count batches, so one is always idle
+        try:
+            with pb_utils.bound_caller(self._caller):
+                return self._await(instance.execute(wrapped)), None
+        except MODEL_CODE_ERRORS as exc:  # noqa: BLE001
+            if not isinstance(exc, pb_utils.TritonModelException):
+                self._log_first(exc)
+            return None, self._execute_failed(instance, exc)
+        finally:
+            self._idle.put(instance)
 
     def _sent_responses(self, wrapped: list[Any]) -> list[Any]:
         """The one response each request's sender got; waits up to SENT_RESPONSE_WAIT_S for final flags still to
