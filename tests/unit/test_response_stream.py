@@ -124,3 +124,24 @@ def test_deliveries_from_other_threads_go_through_call_from_thread():
     assert got == [] and len(scheduled) == 1  # nothing fired on the sender's thread
     scheduled[0]()
     assert got[0].outputs["y"][0] == 3
+
+
+def test_the_streams_of_the_process_share_one_byte_cap(monkeypatch):
+    from twinfer.inference import response_stream
+
+    monkeypatch.setattr(response_stream.QUEUED, "cap", 1000)
+    before = response_stream.QUEUED.used
+    big = StreamItem(outputs={"y": np.zeros(200, np.float32)})  # 800 bytes
+    a, b = ResponseStream(send_wait_s=0.05), ResponseStream(send_wait_s=0.05)
+    a.put(big)
+    b.put(big)  # over the cap, but b had nothing queued: a stream never starves
+    with pytest.raises(ResponseStreamClosed, match="response streams are full"):
+        a.put(big)
+    *_, last = taken(a)
+    assert last.final and isinstance(last.error, Unavailable) and "have not read" in last.error.message
+    taken(b)
+    assert response_stream.QUEUED.used == before  # everything taken gave its bytes back
+    c = ResponseStream()
+    c.put(big)
+    c.cancel()  # ... and so does what a gone client left
+    assert response_stream.QUEUED.used == before

@@ -5,10 +5,12 @@ possibly after `execute` has returned (a TTS model streaming audio chunks, a tra
 streaming tokens). The facade makes one `ResponseStream` per such request before it is queued and hands it to the
 transport at once, so the transport is reading while the model sends.
 
-Bounded: at most `max_pending` responses wait for the transport. Past that, `put` blocks the sending thread (the
-model feels the client's pace, as with flow control) for up to `send_wait_s`; then, or at once when the client is
-gone, it raises `ResponseStreamClosed` and the stream ends with an error. A client that never reads therefore costs
-`max_pending` responses and, at worst, a model thread for `send_wait_s`, never unbounded memory.
+Bounded: at most `max_pending` responses wait for the transport, and all streams of the process together hold at
+most `QUEUED_BYTES_CAP` bytes of outputs (a stream with nothing queued may always queue one, so none starves). Past
+either, `put` blocks the sending thread (the model feels the client's pace, as with flow control) for up to
+`send_wait_s`; then, or at once when the client is gone, it raises `ResponseStreamClosed` and the stream ends with
+an error. A client that never reads therefore costs bounded memory and, at worst, a model thread for
+`send_wait_s`.
 
 Threads: `put`, `fail` and `cancelled` from any thread; `next` and `cancel` on the reactor thread.
 """
@@ -27,6 +29,27 @@ from twinfer.errors import TwinferError, Unavailable
 
 MAX_PENDING = 64      # responses of one request waiting for the transport
 SEND_WAIT_S = 10.0    # how long a model's send waits for room before the stream ends with an error
+QUEUED_BYTES_CAP = 256 * 1024 * 1024  # outputs waiting in every stream of the process together
+
+
+class _QueuedBytes:
+    """The process-wide count of output bytes waiting in response streams."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.used = 0
+        self.lock = threading.Lock()
+        self.freed = threading.Condition(self.lock)
+
+    def release(self, size: int) -> None:
+        if size:
+            with self.lock:
+                self.used -= size
+                self.freed.notify_all()
+
+
+QUEUED = _QueuedBytes(QUEUED_BYTES_CAP)
+
 
 
 class ResponseStreamClosed(Exception):
@@ -44,6 +67,10 @@ class StreamItem:
     parameters: dict | None = None  # the response's parameters (InferenceResponse(parameters=...))
 
 
+def _size(item: StreamItem) -> int:
+    return sum(int(getattr(a, "nbytes", 0)) for a in item.outputs.values()) if item.outputs else 0
+
+
 class ResponseStream:
     def __init__(self, call_from_thread: Callable[..., object] | None = None, max_pending: int = MAX_PENDING,
                  send_wait_s: float = SEND_WAIT_S) -> None:
@@ -55,6 +82,7 @@ class ResponseStream:
         self._ended = False       # a final item is queued: nothing more may be put
         self._cancelled = False   # the consumer has gone: drop everything
         self._waiter: Deferred[StreamItem] | None = None
+        self._bytes = 0           # output bytes of the queued items (counted in QUEUED)
 
     # --- the model's side (any thread) -----------------------------------------------------------------------
 
@@ -68,7 +96,9 @@ class ResponseStream:
         return self._ended
 
     def put(self, item: StreamItem) -> None:
-        """Queue one response for the transport, waiting while `max_pending` are already queued."""
+        """Queue one response for the transport, waiting while `max_pending` are already queued or the process's
+        streams hold QUEUED_BYTES_CAP bytes."""
+        size = _size(item)
         with self._lock:
             if self._ended:
                 raise ResponseStreamClosed("the response stream is closed: its final response was already sent"
@@ -83,9 +113,31 @@ class ResponseStream:
                 if self._ended:
                     raise ResponseStreamClosed("the client has gone" if self._cancelled else
                                                "the response stream was ended while this response waited")
+            alone = not self._items
+        if not self._reserve(size, alone):
+            self.fail(Unavailable(f"the server holds {QUEUED.cap} bytes of responses its clients have not read; "
+                                  "this stream was ended"))
+            raise ResponseStreamClosed(f"no room for a {size}-byte response in {self.send_wait_s:g} s (the process's "
+                                       "response streams are full)")
+        with self._lock:
+            if self._ended:
+                QUEUED.release(size)
+                raise ResponseStreamClosed("the client has gone" if self._cancelled else
+                                           "the response stream was ended while this response waited")
             self._items.append(item)
+            self._bytes += size
             self._ended = item.final
         self._wake()
+
+    def _reserve(self, size: int, alone: bool) -> bool:
+        """Take `size` bytes of the process-wide cap, waiting up to send_wait_s; a stream with nothing queued
+        always may (so no stream starves while others hold the cap)."""
+        with QUEUED.lock:
+            if not alone and not QUEUED.freed.wait_for(lambda: QUEUED.used + size <= QUEUED.cap or self._cancelled,
+                                                       self.send_wait_s):
+                return False
+            QUEUED.used += size
+            return True
 
     def fail(self, error: TwinferError) -> None:
         """End the stream with an error, unless it has already ended (never blocks)."""
@@ -98,7 +150,7 @@ class ResponseStream:
     def _end_with(self, error: TwinferError, force: bool) -> None:
         """Under the lock: queue a final error item (past the cap when `force`: the consumer must learn why)."""
         if force:
-            self._items.clear()  # the waiting responses are dropped: the error says the stream is cut short
+            self._drop_all()  # the waiting responses are dropped: the error says the stream is cut short
         self._items.append(StreamItem(error=error, final=True))
         self._ended = True
         self._lock.notify_all()
@@ -124,17 +176,28 @@ class ResponseStream:
         with self._lock:
             self._cancelled = True
             self._ended = True
-            self._items.clear()
+            self._drop_all()
             self._lock.notify_all()
+        with QUEUED.lock:
+            QUEUED.freed.notify_all()  # a send of this stream waiting for room gives up now
         self._waiter = None
+
+    def _drop_all(self) -> None:
+        """Under the lock: forget the queued items and give their bytes back."""
+        self._items.clear()
+        freed, self._bytes = self._bytes, 0
+        QUEUED.release(freed)
 
     def _take(self) -> StreamItem | None:
         with self._lock:
             if not self._items:
                 return None
             item = self._items.popleft()
+            size = _size(item)
+            self._bytes -= size
             self._lock.notify_all()
-            return item
+        QUEUED.release(size)
+        return item
 
     def _deliver(self) -> None:
         if self._waiter is None:
