@@ -157,13 +157,11 @@ def render(collector: Any) -> bytes:
     """Prometheus text format. prometheus_client's writer names every counter family `<name>_total` in its HELP
     and TYPE lines; the python models' counters keep their bare names, as Triton exports them (their samples
     already have them), so those two lines are put back for each."""
-    body = generate_latest(collector)
+    body = b"\n" + generate_latest(collector)  # every HELP line now follows a newline, the first one too
     for name in bare_counter_names():
         body = body.replace(f"\n# HELP {name}_total ".encode(), f"\n# HELP {name} ".encode(), 1).replace(
             f"\n# TYPE {name}_total counter\n".encode(), f"\n# TYPE {name} counter\n".encode(), 1)
-        if body.startswith(f"# HELP {name}_total ".encode()):
-            body = f"# HELP {name} ".encode() + body[len(f"# HELP {name}_total "):]
-    return body
+    return body[1:]
 
 
 def exposition(registry: CollectorRegistry) -> Callable[[], tuple[bytes, bytes]]:

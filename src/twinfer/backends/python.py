@@ -50,9 +50,8 @@ from twinfer.inference.types import Outputs
 _log = Logger()
 SENT_RESPONSE_WAIT_S = 30.0  # default mode: how long after execute returns None the senders' final flags may take
 # TritonError codes with a status of their own (twinfer.errors.ModelReportedError); INTERNAL is InferenceFailed
-_REPORTED_KINDS = {pb_utils.TritonError.UNKNOWN: "UNKNOWN", pb_utils.TritonError.NOT_FOUND: "NOT_FOUND",
-                   pb_utils.TritonError.UNSUPPORTED: "UNSUPPORTED", pb_utils.TritonError.ALREADY_EXISTS: "ALREADY_EXISTS",
-                   pb_utils.TritonError.CANCELLED: "CANCELLED"}
+_REPORTED_KINDS = {getattr(pb_utils.TritonError, name): name
+                   for name in ("UNKNOWN", "NOT_FOUND", "UNSUPPORTED", "ALREADY_EXISTS", "CANCELLED")}
 # (inputs, wanted outputs), or (inputs, wanted outputs, a decoupled model's ResponseStream or None, the client's
 # parameters or None)
 Request = tuple[Any, ...]
@@ -133,15 +132,15 @@ class PythonBackend:
         self._logged: set[str] = set()
         try:
             for i, device in enumerate(placement.devices):
-                instance = cls()
+                instance, instance_name = cls(), f"{config.name}_0_{i}"
                 initialize = getattr(instance, "initialize", None)
                 if initialize is not None:
                     with pb_utils.bound_caller(self._caller), helpers_of(model_file.parent, self._package):
-                        self._await(initialize({**args, "model_instance_name": f"{config.name}_0_{i}",
+                        self._await(initialize({**args, "model_instance_name": instance_name,
                                                 "model_instance_kind": "GPU" if device.is_gpu else "CPU",
                                                 "model_instance_device_id": str(device.index)}))
                 self._instances.append(instance)  # finalize is owed only to instances that initialized
-                self._instance_names[id(instance)] = f"{config.name}_0_{i}"
+                self._instance_names[id(instance)] = instance_name
                 self._idle.put(instance)
         except MODEL_CODE_ERRORS as exc:
             self.close()
@@ -266,9 +265,8 @@ class PythonBackend:
             if not isinstance(response, pb_utils.InferenceResponse):
                 raise pb_utils.TritonModelException(f"Unable to send response: expected an InferenceResponse, got "
                                                     f"{type(response).__name__}")
-            outcome = self._outputs_of(response, []) if response.has_error() else None
-            if isinstance(outcome, TwinferError):
-                return StreamItem(error=outcome, final=final)
+            if response.has_error():
+                return StreamItem(error=self._error_of(response), final=final)
             produced = {t.name(): t.as_numpy() for t in response.output_tensors()}
             return StreamItem(outputs={n: a for n, a in produced.items() if not wanted or n in wanted}, final=final,
                               parameters=response._parameters or None)
@@ -296,22 +294,27 @@ class PythonBackend:
         if not isinstance(response, pb_utils.InferenceResponse):
             return InferenceFailed(f"model {self.name!r}: execute returned {type(response).__name__}, "
                                    "not an InferenceResponse")
-        if response.has_error():  # the model's own message, as Triton returns it, typed by its code
-            error = response.error()
-            message, code = error.message(), error.code()
-            if code == pb_utils.TritonError.INVALID_ARG:
-                return InvalidInput(message)
-            if code == pb_utils.TritonError.UNAVAILABLE:
-                return Unavailable(message)
-            if code in _REPORTED_KINDS:
-                return ModelReportedError(message, _REPORTED_KINDS[code])
-            return InferenceFailed(message)
+        if response.has_error():
+            return self._error_of(response)
         produced = {t.name(): t.as_numpy() for t in response.output_tensors()}
         missing = [name for name in wanted if name not in produced]
         if missing:
             return InferenceFailed(f"model {self.name!r} returned no output {missing[0]!r} "
                                    f"(it returned {', '.join(produced) or 'none'})")
         return Outputs({name: produced[name] for name in wanted}, response._parameters or None)
+
+    @staticmethod
+    def _error_of(response: Any) -> TwinferError:
+        """A response's TritonError: the model's own message, as Triton returns it, typed by its code."""
+        error = response.error()
+        message, code = error.message(), error.code()
+        if code == pb_utils.TritonError.INVALID_ARG:
+            return InvalidInput(message)
+        if code == pb_utils.TritonError.UNAVAILABLE:
+            return Unavailable(message)
+        if code in _REPORTED_KINDS:
+            return ModelReportedError(message, _REPORTED_KINDS[code])
+        return InferenceFailed(message)
 
     def run(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """One request alone (the validation gate, `twinfer validate`)."""

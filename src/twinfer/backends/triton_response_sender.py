@@ -22,6 +22,15 @@ from twinfer.inference.response_stream import ResponseStream, ResponseStreamClos
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 
 
+def _is_final(response: Any, flags: int) -> bool:
+    """The final flag of a send; a send with neither a response nor the flag is refused, as Triton does."""
+    final = bool(flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    if response is None and not final:
+        raise TritonModelException("Unable to send response: send() needs a response, the "
+                                   "TRITONSERVER_RESPONSE_COMPLETE_FINAL flag, or both")
+    return final
+
+
 class ResponseSender:
     __slots__ = ("_stream", "_convert")
 
@@ -30,10 +39,7 @@ class ResponseSender:
         self._convert = convert  # InferenceResponse, final -> StreamItem (the backend's rules for outputs/errors)
 
     def send(self, response: Any = None, flags: int = 0) -> None:
-        final = bool(flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        if response is None and not final:
-            raise TritonModelException("Unable to send response: send() needs a response, the "
-                                       "TRITONSERVER_RESPONSE_COMPLETE_FINAL flag, or both")
+        final = _is_final(response, flags)
         item = StreamItem(final=True) if response is None else self._convert(response, final)
         try:
             self._stream.put(item)
@@ -57,13 +63,10 @@ class SingleResponseSender:
         self.response: Any = None
 
     def send(self, response: Any = None, flags: int = 0) -> None:
-        final = bool(flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         with self._lock:
             if self._final.is_set():
                 raise TritonModelException("Unable to send response. Response sender has been closed.")
-            if response is None and not final:
-                raise TritonModelException("Unable to send response: send() needs a response, the "
-                                           "TRITONSERVER_RESPONSE_COMPLETE_FINAL flag, or both")
+            final = _is_final(response, flags)
             if response is not None:
                 if self.response is not None:
                     raise TritonModelException("Unable to send response: a model that is not decoupled sends "

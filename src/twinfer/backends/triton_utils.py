@@ -19,7 +19,7 @@ import contextlib
 import json
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import IntEnum
 from typing import Any
 
@@ -168,14 +168,23 @@ class Tensor:
         return f"Tensor({self._name!r}, shape={self.shape()}, dtype={self._array.dtype})"
 
 
-def _response_parameters(parameters: Any) -> dict[str, bool | int | str]:
-    """Triton's rules for a response's parameters: a dict of str keys to bool, int or str values."""
+def _parameters_dict(parameters: Any) -> dict[str, Any]:
+    """Parameters as a model passes them (a dict, its JSON, or None) -> a dict."""
+    if isinstance(parameters, str):  # the JSON form `parameters()` returns
+        try:
+            parameters = json.loads(parameters) if parameters else None
+        except ValueError:
+            raise TritonModelException("parameters must be a dict or its JSON") from None
     if parameters is None:
         return {}
-    if isinstance(parameters, str):  # the JSON form `parameters()` returns
-        parameters = json.loads(parameters) if parameters else {}
     if not isinstance(parameters, dict):
         raise TritonModelException(f"Expect parameters to be a dictionary, got {type(parameters)}")
+    return parameters
+
+
+def _response_parameters(parameters: Any) -> dict[str, bool | int | str]:
+    """Triton's rules for a response's parameters: a dict of str keys to bool, int or str values."""
+    parameters = _parameters_dict(parameters)
     for key, value in parameters.items():
         if not isinstance(key, str):
             raise TritonModelException(f"Expect parameters keys to have type str, found type {type(key)}")
@@ -279,20 +288,8 @@ class InferenceRequest:
             version=str(self.model_version) if self.model_version and self.model_version > 0 else None,
             outputs=self._requested or None,
             timeout_ms=max(1, self._timeout_us // 1000) if self._timeout_us else None,
-            parameters=self._request_parameters(),
+            parameters=_parameters_dict(self._parameters) or None,  # a BLS request's, for the called model
         )
-
-    def _request_parameters(self) -> dict | None:
-        """A BLS request's parameters (a dict or its JSON), for the called model."""
-        parameters = self._parameters
-        if isinstance(parameters, str):
-            try:
-                parameters = json.loads(parameters) if parameters else None
-            except ValueError:
-                raise TritonModelException("InferenceRequest parameters must be a dict or its JSON") from None
-        if parameters is not None and not isinstance(parameters, dict):
-            raise TritonModelException(f"Expect parameters to be a dictionary, got {type(parameters)}")
-        return parameters or None
 
     def exec(self, decoupled: bool = False) -> Any:
         """Run the request on its model and wait (on this instance thread) for the response; `decoupled=True`
@@ -472,16 +469,27 @@ class PreferredMemory:
 
 # --- model management from a model (Triton's explicit model control, in process) --------------------------------
 
-def _manage(action: str, *args: Any) -> Any:
+def _on_reactor(what: str, call: Callable[[Any], Any]) -> Any:
+    """`call(facade)` on the reactor, waited for on this (instance) thread."""
     from twisted.internet.threads import blockingCallFromThread
     from twisted.python.threadable import isInIOThread
 
     caller = _caller()
     if caller.models is None:
-        raise TritonModelException(f"{action}: no twinfer server is bound to this thread")
+        raise TritonModelException(f"{what}: no twinfer server is bound to this thread")
     if isInIOThread():
-        raise TritonModelException(f"{action} on the reactor thread would deadlock")
-    return blockingCallFromThread(caller.reactor, getattr(caller.models, action), *args)
+        raise TritonModelException(f"{what} on the reactor thread would deadlock")
+    return blockingCallFromThread(caller.reactor, call, caller.models)
+
+
+def _manage(what: str, model_name: str, action: str) -> None:
+    """The facade's load / unload of a model; its errors as TritonModelException, as Triton raises them."""
+    try:
+        _on_reactor(what, lambda models: getattr(models, action)(model_name))
+    except TritonModelException:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise TritonModelException(f"failed to {action} {model_name!r}: {getattr(exc, 'message', exc)}") from None
 
 
 def load_model(model_name: str, config: str = "", files: dict[str, bytes] | None = None) -> None:
@@ -489,22 +497,12 @@ def load_model(model_name: str, config: str = "", files: dict[str, bytes] | None
     if config or files:
         raise TritonModelException("load_model with a config or files override is not supported by twinfer: put "
                                    "the model's files in the repository and call load_model(name)")
-    try:
-        _manage("load", model_name)
-    except TritonModelException:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Triton raises TritonModelException with the reason
-        raise TritonModelException(f"failed to load {model_name!r}: {getattr(exc, 'message', exc)}") from None
+    _manage("load_model", model_name, "load")
 
 
 def unload_model(model_name: str, unload_dependents: bool = False) -> None:
     """Unload a model (its requests in flight finish first)."""
-    try:
-        _manage("unload", model_name)
-    except TritonModelException:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise TritonModelException(f"failed to unload {model_name!r}: {getattr(exc, 'message', exc)}") from None
+    _manage("unload_model", model_name, "unload")
 
 
 def is_model_ready(model_name: str, model_version: str = "") -> bool:
@@ -518,19 +516,13 @@ def is_model_ready(model_name: str, model_version: str = "") -> bool:
             return False
         return True
 
-    caller = _caller()
-    if caller.models is None:
-        raise TritonModelException("is_model_ready: no twinfer server is bound to this thread")
-    from twisted.internet.threads import blockingCallFromThread
-
-    return bool(blockingCallFromThread(caller.reactor, ready, caller.models))
-
+    return bool(_on_reactor("is_model_ready", ready))
 
 __all__ = [
     "InferenceRequest", "InferenceResponse", "Logger", "LogLevel", "Metric", "MetricFamily", "ModelConfig",
-    "ResponseSender", "TRITONSERVER_RESPONSE_COMPLETE_FINAL", "Tensor", "TritonError", "TritonModelException", "bound_caller", "deserialize_bytes_tensor",
-    "get_input_config_by_name", "get_input_tensor_by_name", "get_output_config_by_name",
-    "get_output_tensor_by_name", "numpy_to_triton_type", "serialize_byte_tensor", "triton_string_to_numpy",
-    "triton_to_numpy_type", "using_decoupled_model_transaction_policy", "PreferredMemory", "load_model",
-    "unload_model", "is_model_ready",
+    "PreferredMemory", "ResponseSender", "TRITONSERVER_RESPONSE_COMPLETE_FINAL", "Tensor", "TritonError",
+    "TritonModelException", "bound_caller", "deserialize_bytes_tensor", "get_input_config_by_name",
+    "get_input_tensor_by_name", "get_output_config_by_name", "get_output_tensor_by_name", "is_model_ready",
+    "load_model", "numpy_to_triton_type", "serialize_byte_tensor", "triton_string_to_numpy", "triton_to_numpy_type",
+    "unload_model", "using_decoupled_model_transaction_policy",
 ]

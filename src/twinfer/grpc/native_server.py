@@ -104,12 +104,11 @@ class _StreamRelay:
     """Relays one decoupled request's responses into its call, one at a time, and pauses while the client has
     STREAM_PENDING_LIMIT bytes of answers unread (the model's sends then wait in its ResponseStream)."""
 
-    __slots__ = ("call", "result", "stream", "request_id", "flag_final")
+    __slots__ = ("call", "result", "request_id", "flag_final")
 
     def __init__(self, call: GrpcCall, result: InferenceResult, request_id: str, flag_final: bool) -> None:
         self.call = call
-        self.result = result
-        self.stream = result.stream
+        self.result = result  # its `stream` is where the responses come from
         self.request_id = request_id
         self.flag_final = flag_final
 
@@ -120,7 +119,7 @@ class _StreamRelay:
         if call.stream.pending_bytes >= STREAM_PENDING_LIMIT:
             call._paused.append(self)
             return
-        self.stream.next().addCallback(self._got)
+        self.result.stream.next().addCallback(self._got)
 
     def _got(self, item: StreamItem) -> None:
         call = self.call
@@ -512,7 +511,7 @@ class GrpcCall:
             return
         relay = _StreamRelay(self, result, request_id, flag_final)
         if self.done:
-            relay.stream.cancel()
+            relay.result.stream.cancel()
             return
         self._relays.add(relay)
         relay.pull()
@@ -572,7 +571,7 @@ class GrpcCall:
             self.server.service.open_streams.leave()
         relays, self._relays, self._paused = self._relays, set(), []
         for relay in relays:  # the client went away: the models' next sends fail (Triton's is_cancelled)
-            relay.stream.cancel()
+            relay.result.stream.cancel()
 
     def _give_back(self, size: int | None = None) -> None:
         size = self._held if size is None else min(size, self._held)

@@ -230,6 +230,7 @@ class DynamicBatcher:
         for item in batch:
             self._stats.queue.add(int((now - item.enqueued_at) * 1e9))
         self._busy += 1
+        # plain (inputs, outputs) unless the request carries more: the request-list backends' usual shape
         d = self._execute_requests([(item.inputs, item.outputs) if item.stream is None and item.parameters is None
                                     else (item.inputs, item.outputs, item.stream, item.parameters) for item in batch])
         d.addCallbacks(self._requests_done, self._batch_failed, callbackArgs=(batch,), errbackArgs=(batch,))

@@ -28,7 +28,7 @@ class InferenceFacade:
         self.repository = repository
         self.max_request_elements = max_request_elements
         self.readiness = readiness  # "strict" (every model) or "any" (one serving model); settings.readiness
-        repository.attach_caller(self.infer, self)  # python models' BLS calls and ensemble steps come back in here
+        repository.attach_caller(self)  # python models' BLS calls and ensemble steps come back in here
 
     def element_budget(self) -> ElementBudget:
         """A fresh per-request budget: every front-end's decoder takes one before it allocates any input."""

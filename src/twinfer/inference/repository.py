@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock, gatherResults, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -182,10 +183,10 @@ class ModelRepository:
         """The reactor this repository schedules on (the facade's, the front-ends')."""
         return self._clock
 
-    def attach_caller(self, infer: Callable, models: object = None) -> None:
-        """Let the backends loaded from now on (python models, ensembles) call models through `infer` (the
-        facade's), on this repository's reactor, and manage them through `models` (the facade)."""
-        self._options = replace(self._options, caller=ModelCaller(self._clock, infer, models))
+    def attach_caller(self, facade: Any) -> None:
+        """Let the backends loaded from now on (python models, ensembles) call models through the facade's
+        `infer`, on this repository's reactor, and manage them through the facade (load, unload, resolve)."""
+        self._options = replace(self._options, caller=ModelCaller(self._clock, facade.infer, facade))
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 

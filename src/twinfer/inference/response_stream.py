@@ -51,7 +51,6 @@ class _QueuedBytes:
 QUEUED = _QueuedBytes(QUEUED_BYTES_CAP)
 
 
-
 class ResponseStreamClosed(Exception):
     """The stream has ended (its final response was sent, it failed, or the client went away)."""
 
@@ -82,7 +81,6 @@ class ResponseStream:
         self._ended = False       # a final item is queued: nothing more may be put
         self._cancelled = False   # the consumer has gone: drop everything
         self._waiter: Deferred[StreamItem] | None = None
-        self._bytes = 0           # output bytes of the queued items (counted in QUEUED)
 
     # --- the model's side (any thread) -----------------------------------------------------------------------
 
@@ -111,8 +109,7 @@ class ResponseStream:
                     raise ResponseStreamClosed(f"the client is not reading responses ({self.max_pending} waiting "
                                                f"for {self.send_wait_s:g} s)")
                 if self._ended:
-                    raise ResponseStreamClosed("the client has gone" if self._cancelled else
-                                               "the response stream was ended while this response waited")
+                    raise self._ended_while_waiting()
             alone = not self._items
         if not self._reserve(size, alone):
             self.fail(Unavailable(f"the server holds {QUEUED.cap} bytes of responses its clients have not read; "
@@ -122,12 +119,14 @@ class ResponseStream:
         with self._lock:
             if self._ended:
                 QUEUED.release(size)
-                raise ResponseStreamClosed("the client has gone" if self._cancelled else
-                                           "the response stream was ended while this response waited")
+                raise self._ended_while_waiting()
             self._items.append(item)
-            self._bytes += size
             self._ended = item.final
         self._wake()
+
+    def _ended_while_waiting(self) -> ResponseStreamClosed:
+        return ResponseStreamClosed("the client has gone" if self._cancelled else
+                                    "the response stream was ended while this response waited")
 
     def _reserve(self, size: int, alone: bool) -> bool:
         """Take `size` bytes of the process-wide cap, waiting up to send_wait_s; a stream with nothing queued
@@ -184,8 +183,8 @@ class ResponseStream:
 
     def _drop_all(self) -> None:
         """Under the lock: forget the queued items and give their bytes back."""
+        freed = sum(_size(item) for item in self._items)
         self._items.clear()
-        freed, self._bytes = self._bytes, 0
         QUEUED.release(freed)
 
     def _take(self) -> StreamItem | None:
@@ -193,10 +192,8 @@ class ResponseStream:
             if not self._items:
                 return None
             item = self._items.popleft()
-            size = _size(item)
-            self._bytes -= size
             self._lock.notify_all()
-        QUEUED.release(size)
+        QUEUED.release(_size(item))
         return item
 
     def _deliver(self) -> None:

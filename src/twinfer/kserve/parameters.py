@@ -26,20 +26,13 @@ RESERVED = frozenset({
 MAX_PARAMETERS = 1024  # per request (their sizes are bounded by the request's: max_request_bytes / max_message_bytes)
 
 
-def _checked(key: Any, value: Any) -> bool:
-    """Is this one of the model's parameters (not the protocol's)?"""
-    if not isinstance(key, str):
-        raise InvalidInput("a parameter's name must be a string")
-    return key not in RESERVED
-
-
-def from_json(params: Any) -> Parameters | None:
-    """An HTTP request's `parameters` object -> the model's parameters (None when there are none)."""
-    if not isinstance(params, dict):
-        return None
+def _model_parameters(pairs: Any) -> Parameters | None:
+    """(name, value) pairs -> the model's parameters (the protocol's own left out); None when none remain."""
     out: Parameters = {}
-    for key, value in params.items():
-        if not _checked(key, value):
+    for key, value in pairs:
+        if not isinstance(key, str):
+            raise InvalidInput("a parameter's name must be a string")
+        if key in RESERVED:
             continue
         if not isinstance(value, (bool, int, float, str)):
             raise InvalidInput(f"parameter {key[:100]!r}: a value is a boolean, a number or a string")
@@ -49,19 +42,15 @@ def from_json(params: Any) -> Parameters | None:
     return out or None
 
 
+def from_json(params: Any) -> Parameters | None:
+    """An HTTP request's `parameters` object -> the model's parameters (None when there are none)."""
+    return _model_parameters(params.items()) if isinstance(params, dict) else None
+
+
 def from_grpc(params: Mapping[str, pb.InferParameter]) -> Parameters | None:
     """A gRPC request's `parameters` map -> the model's parameters."""
-    out: Parameters = {}
-    for key, value in params.items():
-        kind = value.WhichOneof("parameter_choice")
-        if kind is None:
-            continue
-        item = getattr(value, kind)
-        if _checked(key, item):
-            out[key] = item
-    if len(out) > MAX_PARAMETERS:
-        raise InvalidInput(f"{len(out)} parameters; at most {MAX_PARAMETERS} are accepted")
-    return out or None
+    return _model_parameters((key, getattr(value, kind)) for key, value in params.items()
+                             if (kind := value.WhichOneof("parameter_choice")) is not None)
 
 
 def set_grpc(target: Any, params: Mapping[str, Any]) -> None:
